@@ -212,11 +212,19 @@ class Cancelled(Event):
 
 @dataclass(frozen=True)
 class Failed(Event):
-    """Terminal event: the run failed; ``error`` is one actionable line, ``detail`` the traceback."""
+    """Terminal event: the run failed.
+
+    Attributes:
+        error: one actionable line (what went wrong, what to do).
+        block: the block it failed in (-1: before pruning started).
+        category: ``input`` (bad input found while loading: exit code 2) or ``run`` (exit code 1).
+        detail: the traceback, for ``--debug`` and the log.
+    """
 
     kind: ClassVar[str] = "failed"
     error: str = ""
     block: int = -1
+    category: str = "run"
     detail: str = ""
 
 

@@ -1,0 +1,81 @@
+"""Facts about the machine and the run's environment: devices, memory, library versions.
+
+Measured where the work happens (ARCHITECTURE.md, "Long work is measured where it happens"), so
+the UI, CLI and report never time or probe anything themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+from importlib import metadata
+
+import torch
+
+from solver.errors import InputError
+
+
+def cuda_available() -> bool:
+    """True when a CUDA device can be used (never raises)."""
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:  # a broken driver must not break the CPU path
+        return False
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn ``auto | cpu | cuda | cuda:N`` into a device.
+
+    Raises:
+        InputError: CUDA was asked for and is not available.
+    """
+    if spec == "auto":
+        return torch.device("cuda" if cuda_available() else "cpu")
+    if spec.startswith("cuda"):
+        if not cuda_available():
+            raise InputError(
+                f"--device {spec} was asked for but CUDA is not available on this machine: "
+                "use --device cpu (or auto)"
+            )
+        return torch.device(spec)
+    if spec == "cpu":
+        return torch.device("cpu")
+    raise InputError(f"unknown device {spec!r}: use auto, cpu or cuda")
+
+
+def peak_memory_mb(device: torch.device | None = None) -> float:
+    """Peak memory so far: the accelerator's allocator peak on CUDA, else the process's peak RSS."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that shape the results."""
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for dist in ("transformers", "duogpt-tui"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def host(device: torch.device) -> dict[str, object]:
+    """A short description of the machine the run used."""
+    info: dict[str, object] = {
+        "platform": platform.platform(terse=True),
+        "cpus": os.cpu_count() or 0,
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+    }
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        info["memory_gb"] = round(pages / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    if device.type == "cuda":
+        info["accelerator"] = torch.cuda.get_device_name(device)
+    return info
