@@ -1,0 +1,578 @@
+"""The Markdown report of a run, rendered from its events alone.
+
+:func:`render_markdown` is pure and deterministic: every figure comes from the events (and the
+run's configuration), nothing reads a clock or the machine, dictionaries are written in a fixed
+order, and numbers use fixed formats. The same events always give a byte-identical report, so a
+report can be re-rendered from any run directory (``duogpt report``) and checked against a golden
+file. :func:`render_comparison` puts the headline figures of several runs side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from duogpt_tui.runstore import summarize
+from duogpt_tui.textplot import bar_chart, line_plot
+from solver import events as ev
+from solver.config import RunConfig
+
+NA = "n/a"
+"""What a cell shows when the figure was not measured."""
+
+CONFIG_ORDER = tuple(f.name for f in dataclasses.fields(RunConfig))
+"""Configuration options in the order RunConfig declares them."""
+
+TIMING_ORDER = ("load", "calibrate", "forward", "statistics", "solve", "eval")
+"""Timing parts listed first, in this order; other parts follow alphabetically."""
+
+PPL_LABELS = {
+    "dense": "dense",
+    "dense_act": "dense + activation sparsity",
+    "pruned": "pruned",
+}
+"""Headline rows of the perplexity table, by event label."""
+
+
+# --------------------------------------------------------------------- public API
+
+
+def render_markdown(events: Sequence[ev.Event], config: dict[str, Any] | None = None) -> str:
+    """Render the report of one run.
+
+    Args:
+        events: the run's events in order (a partial list renders as an incomplete run).
+        config: the run's configuration (``RunConfig.to_dict()``); used only when the events
+            carry none (a run that failed before it started).
+
+    Returns:
+        Markdown text ending with one newline.
+    """
+    started = next((e for e in events if isinstance(e, ev.RunStarted)), None)
+    run_config = dict(started.config) if started and started.config else dict(config or {})
+    head = summarize(events, run_config)
+    parts = [
+        _title(head, run_config),
+        _status(events, head),
+        _headline(events, head, run_config),
+        _what_was_run(started, run_config, events),
+        _configuration(run_config),
+        _per_block(events),
+        _per_layer(events),
+        _error_plot(events),
+        _density_plot(events),
+        _proxy(events),
+        _notes(events),
+        _failure_detail(events),
+    ]
+    return "\n\n".join(part for part in parts if part).rstrip("\n") + "\n"
+
+
+def render_comparison(runs: Sequence[tuple[str, Sequence[ev.Event]]]) -> str:
+    """Render the headline figures of several runs side by side.
+
+    Args:
+        runs: (name, events) per run, in the order to show them.
+
+    Returns:
+        Markdown text ending with one newline.
+    """
+    lines = ["# DuoGPT run comparison", ""]
+    if not runs:
+        return "\n".join([*lines, "No runs to compare."]) + "\n"
+    header = (
+        "run",
+        "status",
+        "model",
+        "method",
+        "pattern",
+        "weight sparsity",
+        "act. sparsity",
+        "ppl dense",
+        "ppl dense + act.",
+        "ppl pruned",
+        "x dense",
+        "time",
+        "peak memory",
+    )
+    rows = [_comparison_row(name, events) for name, events in runs]
+    lines += _table(header, rows, align="lllllrrrrrrrr")
+    protocols = {
+        name: _protocol_text(events)
+        for name, events in runs
+        if any(isinstance(e, ev.PerplexityMeasured) for e in events)
+    }
+    if len(set(protocols.values())) > 1:
+        lines += ["", "Perplexities were measured with different protocols; compare with care:", ""]
+        lines += [f"- {_cell(name)}: {text}" for name, text in protocols.items()]
+    elif protocols:
+        lines += ["", f"Perplexity protocol: {next(iter(protocols.values()))}."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------- sections
+
+
+def _title(head: dict[str, Any], config: dict[str, Any]) -> str:
+    """The title and a one-line description of the run."""
+    model = head["model"] or str(config.get("model", "")) or "unknown model"
+    method = head["method"] or str(config.get("method", "")) or "unknown method"
+    lines = [f"# DuoGPT run report: {model}", ""]
+    target_w = head["target_weight_sparsity"]
+    pattern = str(config.get("pattern", "")) or "unstructured"
+    target_x = head["target_act_sparsity"]
+    rule = str(config.get("act_rule", ""))
+    description = f"Method **{method}**"
+    if target_w is not None:
+        description += f", weight sparsity {_pct(target_w)} ({pattern})"
+    if target_x is not None:
+        off = " (off)" if target_x == 0 else f" ({rule})" if rule else ""
+        description += f", activation sparsity {_pct(target_x)}{off}"
+    lines.append(description + ".")
+    return "\n".join(lines)
+
+
+def _status(events: Sequence[ev.Event], head: dict[str, Any]) -> str:
+    """One line that says how the run ended."""
+    terminal = next((e for e in events if ev.is_terminal(e)), None)
+    of_blocks = f" of {head['n_blocks']}" if head["n_blocks"] else ""
+    if isinstance(terminal, ev.Finished):
+        return f"**Status: finished** in {_seconds(terminal.seconds)}."
+    if isinstance(terminal, ev.Cancelled):
+        where = f"at block {terminal.block}{of_blocks}" if terminal.block >= 0 else "before pruning"
+        return (
+            f"**Status: cancelled** {where} ({terminal.reason}) after "
+            f"{_seconds(terminal.t)}; {head['blocks_done']} block(s) were pruned. "
+            "The figures below cover what was done before it stopped."
+        )
+    if isinstance(terminal, ev.Failed):
+        where = f"at block {terminal.block}{of_blocks}" if terminal.block >= 0 else "before pruning"
+        kind = "bad input" if terminal.category == "input" else "run error"
+        return f"**Status: failed** {where} ({kind}): {terminal.error}"
+    return (
+        "**Status: incomplete**: there is no final event, so the run is still running or was "
+        f"interrupted (killed); {head['blocks_done']} block(s) were pruned."
+    )
+
+
+def _headline(events: Sequence[ev.Event], head: dict[str, Any], config: dict[str, Any]) -> str:
+    """The perplexity table and the run's headline figures."""
+    lines = ["## Headline", ""]
+    measured = _headline_perplexities(events)
+    dense = head["ppl_dense"]
+    method = head["method"] or str(config.get("method", ""))
+    rows = []
+    for label, event in measured:
+        name = PPL_LABELS[label] + (f" ({method})" if label == "pruned" and method else "")
+        ratio = f"{event.ppl / dense:.2f}x" if dense and _finite(event.ppl) else NA
+        rows.append((name, _ppl(event.ppl), ratio, _pct(event.act_sparsity)))
+    if rows:
+        lines += _table(
+            ("model", "perplexity", "x dense", "act. sparsity at evaluation"), rows, align="lrrr"
+        )
+    else:
+        lines.append("No perplexity was measured.")
+    lines += [""]
+    lines += _table(
+        (
+            "target weight sparsity",
+            "achieved weight sparsity",
+            "target act. sparsity",
+            "measured act. sparsity",
+            "time",
+            "peak memory",
+            "blocks pruned",
+        ),
+        [
+            (
+                _pct(head["target_weight_sparsity"]),
+                _pct(head["weight_sparsity"]),
+                _pct(head["target_act_sparsity"]),
+                _pct(head["act_sparsity"]),
+                _seconds(head["seconds"]),
+                _megabytes(head["peak_memory_mb"]),
+                _blocks_done(head),
+            )
+        ],
+        align="rrrrrrr",
+    )
+    lines += ["", f"Perplexity protocol: {_protocol_text(events)}."]
+    lines.append(
+        "Measured activation sparsity is the mean fraction of zeroed inputs over the pruned "
+        "layers on the calibration data."
+    )
+    timings = _final_timings(events)
+    if timings:
+        lines.append(f"Time by part: {timings}.")
+    return "\n".join(lines)
+
+
+def _what_was_run(
+    started: ev.RunStarted | None, config: dict[str, Any], events: Sequence[ev.Event]
+) -> str:
+    """Model, data, protocol, device, host and versions."""
+    lines = ["## What was run", ""]
+    if started is None:
+        model = config.get("model", NA)
+        lines.append(f"- Model: `{model}` (the run stopped before the model was loaded)")
+    else:
+        lines.append(
+            f"- Model: `{started.model}` (family {started.family or NA}, dtype {started.dtype}, "
+            f"{started.n_blocks} decoder blocks, {started.n_layers} prunable linear layers, "
+            f"{_count(started.n_params)} parameters of which "
+            f"{_count(started.n_prunable_params)} prunable)"
+        )
+    if config:
+        lines.append(
+            f"- Method: `{config.get('method', NA)}`, pattern `{config.get('pattern', NA)}`, "
+            f"activation rule `{config.get('act_rule', NA)}`"
+        )
+    calib = dict(started.calib) if started and started.calib else {}
+    eval_protocol = calib.pop("eval", None)
+    calib_text = _pairs(calib) if calib else _calib_from_config(config)
+    lines.append(f"- Calibration data: {calib_text}")
+    eval_text = _protocol_text(events, config)
+    if isinstance(eval_protocol, dict) and eval_protocol:
+        eval_text += f" ({_pairs(eval_protocol)})"
+    lines.append(f"- Evaluation: {eval_text}")
+    if started is not None:
+        lines.append(f"- Device: `{started.device}`")
+        if started.host:
+            lines.append(f"- Host: {_pairs(started.host)}")
+        if started.versions:
+            lines.append(f"- Versions: {_pairs(started.versions)}")
+    return "\n".join(lines)
+
+
+def _configuration(config: dict[str, Any]) -> str:
+    """The whole configuration, one option per row."""
+    if not config:
+        return ""
+    keys = [k for k in CONFIG_ORDER if k in config]
+    keys += sorted(k for k in config if k not in CONFIG_ORDER)
+    rows = [(f"`{key}`", _config_value(config[key])) for key in keys]
+    return "\n".join(["### Configuration", "", *_table(("option", "value"), rows, align="ll")])
+
+
+def _per_block(events: Sequence[ev.Event]) -> str:
+    """One row per pruned block."""
+    blocks = [e for e in events if isinstance(e, ev.BlockFinished)]
+    if not blocks:
+        return ""
+    parts = _ordered_keys(key for block in blocks for key in block.timings)
+    header = (
+        "block",
+        "seconds",
+        "weight sparsity",
+        "act. sparsity",
+        "peak memory",
+        *(f"{part} s" for part in parts),
+    )
+    rows = [
+        (
+            str(b.block),
+            f"{b.seconds:.2f}",
+            _pct(b.weight_sparsity),
+            _pct(b.act_sparsity),
+            _megabytes(b.peak_memory_mb),
+            *(f"{b.timings[p]:.2f}" if p in b.timings else NA for p in parts),
+        )
+        for b in blocks
+    ]
+    return "\n".join(["## Per block", "", *_table(header, rows, align="r" * len(header))])
+
+
+def _per_layer(events: Sequence[ev.Event]) -> str:
+    """One row per pruned linear layer."""
+    layers = [e for e in events if isinstance(e, ev.LayerSolved)]
+    if not layers:
+        return ""
+    header = (
+        "block",
+        "layer",
+        "shape",
+        "error before",
+        "error after",
+        "weight sparsity",
+        "act. sparsity",
+        "seconds",
+        "damping",
+        "retries",
+    )
+    rows = [
+        (
+            str(layer.block),
+            f"`{layer.name}`",
+            "x".join(str(n) for n in layer.shape) or NA,
+            _error(layer.error_before),
+            _error(layer.error_after),
+            _pct(layer.weight_sparsity),
+            _pct(layer.act_sparsity),
+            f"{layer.seconds:.2f}",
+            _number(layer.damping),
+            str(layer.retries),
+        )
+        for layer in layers
+    ]
+    lines = ["## Per layer", ""]
+    lines.append(
+        "Reconstruction error is the layer objective ||W'X^ - WX~||^2 / ||WX~||^2, before and "
+        "after the solve."
+    )
+    lines += ["", *_table(header, rows, align="rlrrrrrrrr")]
+    return "\n".join(lines)
+
+
+def _error_plot(events: Sequence[ev.Event]) -> str:
+    """A log-scale text plot of reconstruction error per layer, in solve order."""
+    layers = [e for e in events if isinstance(e, ev.LayerSolved)]
+    if not layers:
+        return ""
+    plot = line_plot(
+        {
+            "before": [layer.error_before for layer in layers],
+            "after": [layer.error_after for layer in layers],
+        },
+        width=72,
+        height=12,
+        log_y=True,
+        title="reconstruction error per layer (x: layer, in solve order)",
+    )
+    return "\n".join(["## Reconstruction error per layer", "", "```text", plot, "```"])
+
+
+def _density_plot(events: Sequence[ev.Event]) -> str:
+    """The per-row weight-density histogram, summed over all layers."""
+    layers = [e for e in events if isinstance(e, ev.LayerSolved) and e.histogram]
+    if not layers:
+        return ""
+    edges = list(layers[0].histogram_edges)
+    counts = [0] * len(layers[0].histogram)
+    used = 0
+    for layer in layers:
+        if list(layer.histogram_edges) == edges and len(layer.histogram) == len(counts):
+            counts = [a + b for a, b in zip(counts, layer.histogram, strict=True)]
+            used += 1
+    if len(edges) == len(counts) + 1:
+        labels = [f"{low:.2f}-{high:.2f}" for low, high in itertools.pairwise(edges)]
+    else:
+        labels = [f"bin {i}" for i in range(len(counts))]
+    lines = ["## Row density histogram", ""]
+    lines.append(
+        f"Rows per bin of per-row weight density (fraction of weights kept), summed over {used} "
+        "layer(s)."
+    )
+    if used < len(layers):
+        lines.append(f"{len(layers) - used} layer(s) with other bins are left out.")
+    lines += ["", "```text", bar_chart(labels, counts, width=50), "```"]
+    return "\n".join(lines)
+
+
+def _proxy(events: Sequence[ev.Event]) -> str:
+    """Proxy perplexities measured during the run, if any."""
+    proxies = [e for e in events if isinstance(e, ev.PerplexityMeasured) and e.label == "proxy"]
+    if not proxies:
+        return ""
+    rows = [(str(p.block), _ppl(p.ppl), f"{p.windows}x{p.seqlen}") for p in proxies]
+    table = _table(("after block", "proxy perplexity", "windows x tokens"), rows, align="rrr")
+    return "\n".join(["## Proxy perplexity during the run", "", *table])
+
+
+def _notes(events: Sequence[ev.Event]) -> str:
+    """Notes and warnings, in the order they came."""
+    notes = [e for e in events if isinstance(e, ev.Note)]
+    if not notes:
+        return ""
+    lines = ["## Notes and warnings", ""]
+    for note in notes:
+        level = "**warning**" if note.level == "warning" else note.level or "info"
+        lines.append(f"- {level}: {_one_line(note.text)}")
+    return "\n".join(lines)
+
+
+def _failure_detail(events: Sequence[ev.Event]) -> str:
+    """The failure's traceback, when the failed event carries one."""
+    failed = next((e for e in events if isinstance(e, ev.Failed)), None)
+    if failed is None or not failed.detail.strip():
+        return ""
+    return "\n".join(["## Error detail", "", "```text", failed.detail.rstrip(), "```"])
+
+
+# --------------------------------------------------------------------- section helpers
+
+
+def _headline_perplexities(
+    events: Sequence[ev.Event],
+) -> list[tuple[str, ev.PerplexityMeasured]]:
+    """The last dense, dense+act and pruned perplexity events, in that order."""
+    out = []
+    for label in PPL_LABELS:
+        found = [e for e in events if isinstance(e, ev.PerplexityMeasured) and e.label == label]
+        if found:
+            out.append((label, found[-1]))
+    return out
+
+
+def _protocol_text(events: Sequence[ev.Event], config: dict[str, Any] | None = None) -> str:
+    """How perplexity was measured: text, windows x tokens (from the events, else the config)."""
+    measured = [e for e in events if isinstance(e, ev.PerplexityMeasured) and e.label in PPL_LABELS]
+    if measured:
+        seen = []
+        for e in measured:
+            text = (
+                f"{e.text or NA}, {e.windows} non-overlapping windows x {e.seqlen} tokens, "
+                "activation sparsity on for every token"
+            )
+            if text not in seen:
+                seen.append(text)
+        return "; ".join(seen)
+    if config:
+        windows = config.get("eval_windows", NA)
+        if windows == 0:
+            return f"{config.get('eval', NA)}: skipped (eval_windows 0)"
+        return (
+            f"{config.get('eval', NA)}, {windows} non-overlapping windows x "
+            f"{config.get('seqlen', NA)} tokens (not measured)"
+        )
+    return "not measured"
+
+
+def _calib_from_config(config: dict[str, Any]) -> str:
+    """The calibration data as the config asked for it."""
+    if not config:
+        return NA
+    return (
+        f"{config.get('calib', NA)}, {config.get('nsamples', NA)} samples x "
+        f"{config.get('seqlen', NA)} tokens (as configured)"
+    )
+
+
+def _final_timings(events: Sequence[ev.Event]) -> str:
+    """The finished event's time split, as text."""
+    finished = next((e for e in events if isinstance(e, ev.Finished)), None)
+    if finished is None or not finished.timings:
+        return ""
+    keys = _ordered_keys(finished.timings)
+    return ", ".join(f"{key} {_seconds(finished.timings[key])}" for key in keys)
+
+
+def _comparison_row(name: str, events: Sequence[ev.Event]) -> tuple[str, ...]:
+    """One run's row in the comparison table."""
+    head = summarize(events)
+    dense, pruned = head["ppl_dense"], head["ppl"]
+    ratio = f"{pruned / dense:.2f}x" if dense and pruned is not None and _finite(pruned) else NA
+    return (
+        _cell(name),
+        head["status"],
+        _cell(head["model"] or NA),
+        head["method"] or NA,
+        head["pattern"] or NA,
+        _pct(head["weight_sparsity"]),
+        _pct(head["act_sparsity"]),
+        _ppl(dense),
+        _ppl(head["ppl_dense_act"]),
+        _ppl(pruned),
+        ratio,
+        _seconds(head["seconds"]),
+        _megabytes(head["peak_memory_mb"]),
+    )
+
+
+def _blocks_done(head: dict[str, Any]) -> str:
+    """Blocks pruned, out of how many when known."""
+    total = head["n_blocks"]
+    return f"{head['blocks_done']}/{total}" if total else str(head["blocks_done"])
+
+
+def _ordered_keys(keys: Iterable[str]) -> list[str]:
+    """Timing keys: the known parts in :data:`TIMING_ORDER`, then the rest sorted."""
+    unique = set(keys)
+    return [k for k in TIMING_ORDER if k in unique] + sorted(unique - set(TIMING_ORDER))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
+    """A Markdown table (``align``: one ``l`` or ``r`` per column)."""
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _pairs(data: dict[str, Any]) -> str:
+    """``key value`` pairs in key order."""
+    return ", ".join(f"{key} {_config_value(data[key])}" for key in sorted(data))
+
+
+# --------------------------------------------------------------------- formatting
+
+
+def _finite(value: float | None) -> bool:
+    """True for a finite number."""
+    return value is not None and math.isfinite(value)
+
+
+def _pct(value: float | None) -> str:
+    """A fraction as a percentage with one decimal."""
+    return NA if value is None or not math.isfinite(value) else f"{value * 100:.1f}%"
+
+
+def _ppl(value: float | None) -> str:
+    """A perplexity with two decimals."""
+    if value is None:
+        return NA
+    return f"{value:.2f}" if math.isfinite(value) else str(value)
+
+
+def _seconds(value: float | None) -> str:
+    """Seconds with one decimal."""
+    return NA if value is None else f"{value:.1f} s"
+
+
+def _megabytes(value: float | None) -> str:
+    """Megabytes, rounded."""
+    return NA if value is None or value <= 0 else f"{value:.0f} MB"
+
+
+def _error(value: float) -> str:
+    """A reconstruction error in scientific notation."""
+    return f"{value:.3e}" if math.isfinite(value) else str(value)
+
+
+def _number(value: float) -> str:
+    """A short general number."""
+    return f"{value:.4g}"
+
+
+def _count(value: int) -> str:
+    """A parameter count in millions (or thousands for small models)."""
+    if value >= 10**6:
+        return f"{value / 10**6:.1f}M"
+    if value >= 10**3:
+        return f"{value / 10**3:.1f}k"
+    return str(value)
+
+
+def _config_value(value: Any) -> str:
+    """A configuration value as table text (fixed, repr-based for numbers)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + _pairs(value) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_config_value(v) for v in value) + "]"
+    return _cell(str(value))
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (one line, pipes escaped)."""
+    return _one_line(text).replace("|", "\\|")
+
+
+def _one_line(text: str) -> str:
+    """Collapse newlines to spaces."""
+    return " ".join(str(text).split())

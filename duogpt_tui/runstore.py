@@ -1,0 +1,732 @@
+"""The run directory: the source of truth for every run (ARCHITECTURE.md, "One event stream").
+
+A run directory holds ``config.json`` (the :class:`~solver.config.RunConfig`), ``events.jsonl``
+(one event per line, flushed as it happens), ``report.md`` and the pruned model (``model/``).
+While a run writes to it, ``run.lock`` names its owner (pid, host, start time), so a second
+writer is refused and a run killed with ``kill -9`` reads back as *interrupted*.
+
+Only plain files and JSON live here; no torch, no textual, no rich.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from solver import events as ev
+from solver.config import RunConfig
+from solver.errors import InputError
+
+RUNS_ROOT = Path("runs")
+"""Where new runs go by default (relative to the working directory)."""
+
+CONFIG_FILE = "config.json"
+EVENTS_FILE = "events.jsonl"
+REPORT_FILE = "report.md"
+LOCK_FILE = "run.lock"
+MODEL_DIR = "model"
+
+RUN_FILES = (CONFIG_FILE, EVENTS_FILE, REPORT_FILE, LOCK_FILE)
+"""The files a run writes; ``--overwrite`` removes exactly these (and :data:`RUN_DIRS`)."""
+
+RUN_DIRS = (MODEL_DIR, "checkpoints")
+"""The folders a run writes."""
+
+MIN_FREE_BYTES = 100 * 2**20
+"""A new run is refused on a disk with less free space than this."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of the runs list (see :func:`list_runs`).
+
+    Attributes:
+        path: the run directory.
+        run_id: the directory's name.
+        status: ``finished``, ``cancelled``, ``failed``, ``running``, ``interrupted`` or
+            ``unreadable``.
+        model: the model's name.
+        method: the pruning method.
+        pattern: ``unstructured`` or ``N:M``.
+        weight_sparsity: achieved weight sparsity (None before any layer was pruned).
+        act_sparsity: measured activation sparsity (None before any layer was pruned).
+        ppl_dense: dense perplexity, when measured.
+        ppl: the pruned model's perplexity, when measured.
+        started: when the run directory was created (local time, ``YYYY-mm-dd HH:MM:SS``).
+        seconds: the run's wall time so far (None without events).
+    """
+
+    path: Path
+    run_id: str
+    status: str
+    model: str
+    method: str
+    pattern: str
+    weight_sparsity: float | None
+    act_sparsity: float | None
+    ppl_dense: float | None
+    ppl: float | None
+    started: str
+    seconds: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the path as a string)."""
+        return {
+            "path": str(self.path),
+            "run_id": self.run_id,
+            "status": self.status,
+            "model": self.model,
+            "method": self.method,
+            "pattern": self.pattern,
+            "weight_sparsity": self.weight_sparsity,
+            "act_sparsity": self.act_sparsity,
+            "ppl_dense": self.ppl_dense,
+            "ppl": self.ppl,
+            "started": self.started,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class RunDir:
+    """A run directory, opened for reading or created (and locked) for writing.
+
+    Attributes:
+        path: the directory.
+        notes: notices for the user gathered while creating it (e.g. a stale lock taken over).
+    """
+
+    path: Path
+    notes: list[str] = field(default_factory=list)
+    _owns_lock: bool = field(default=False, repr=False)
+    _events_file: Any = field(default=None, repr=False)
+
+    # ----------------------------------------------------------------- creating and opening
+
+    @classmethod
+    def create(
+        cls,
+        config: RunConfig,
+        out: Path | None = None,
+        runs_root: Path = RUNS_ROOT,
+        overwrite: bool = False,
+    ) -> RunDir:
+        """Make (or take over) a run directory for ``config``, lock it and write ``config.json``.
+
+        Args:
+            config: the run's configuration.
+            out: the directory; None makes ``runs_root/<YYYYmmdd-HHMMSS>-<method>-<model>``.
+            runs_root: where a default directory goes.
+            overwrite: replace the run that ``out`` already holds (its own files only).
+
+        Returns:
+            The locked run directory.
+
+        Raises:
+            InputError: ``out`` holds another run (without ``overwrite``), is a non-empty folder
+                that is not a run, is a file, is not writable, sits on a full disk, or is in use.
+        """
+        is_run = False
+        if out is None:
+            path, created = _new_default_dir(Path(runs_root), config)
+        else:
+            path = Path(out)
+            is_run = _check_out_dir(path, overwrite)
+            created = not path.exists()
+            _make_dir(path)
+        try:
+            _check_writable(path)
+            _check_free_space(path)
+            run_dir = cls(path)
+            run_dir._acquire_lock()
+        except BaseException:
+            if created:
+                _remove_empty_tree(path)
+            raise
+        try:
+            if is_run:
+                run_dir._remove_previous_run()
+            _atomic_write(path / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+            (path / EVENTS_FILE).touch()
+        except OSError as exc:
+            run_dir.release()
+            raise InputError(f"cannot write the run directory {path}: {_os_reason(exc)}") from exc
+        return run_dir
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        """Open an existing run directory for reading.
+
+        Raises:
+            InputError: ``path`` is not a run directory.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise InputError(f"{path} is not a run directory (no such folder)")
+        if not _holds_run(path):
+            raise InputError(
+                f"{path} is not a run directory (no {CONFIG_FILE} or {EVENTS_FILE} in it)"
+            )
+        return cls(path)
+
+    # ----------------------------------------------------------------- writing
+
+    def append(self, event: ev.Event) -> None:
+        """Append one event as a JSON line, flushed (and fsynced unless it is progress).
+
+        A process killed at any moment leaves ``events.jsonl`` valid line by line, except at
+        most a truncated last line, which :func:`read_events` skips.
+        """
+        if self._events_file is None:
+            self._events_file = open(self.path / EVENTS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        self._events_file.write(ev.to_json(event) + "\n")
+        self._events_file.flush()
+        if not isinstance(event, ev.Progress):
+            os.fsync(self._events_file.fileno())
+
+    def write_report(self, text: str, path: Path | None = None, overwrite: bool = True) -> Path:
+        """Write a report atomically (temp file + rename).
+
+        Args:
+            text: the Markdown.
+            path: where to write; None means the run's ``report.md``.
+            overwrite: replace an existing file at ``path``.
+
+        Returns:
+            The path written.
+
+        Raises:
+            InputError: the file exists and ``overwrite`` is False, or it cannot be written.
+        """
+        target = Path(path) if path is not None else self.path / REPORT_FILE
+        if target.exists() and not overwrite:
+            raise InputError(f"{target} already exists: pass --overwrite to replace it")
+        try:
+            _atomic_write(target, text)
+        except OSError as exc:
+            raise InputError(f"cannot write the report to {target}: {_os_reason(exc)}") from exc
+        return target
+
+    def release(self) -> None:
+        """Close the events file and drop the lock if this object holds it (idempotent)."""
+        if self._events_file is not None:
+            with contextlib.suppress(OSError):
+                self._events_file.close()
+            self._events_file = None
+        if self._owns_lock:
+            lock = _read_lock(self.path / LOCK_FILE)
+            if lock is not None and lock.get("pid") == os.getpid():
+                with contextlib.suppress(OSError):
+                    (self.path / LOCK_FILE).unlink()
+            self._owns_lock = False
+
+    # ----------------------------------------------------------------- reading
+
+    def events(self) -> list[ev.Event]:
+        """The run's events (a truncated last line is skipped)."""
+        return read_events(self.path / EVENTS_FILE)
+
+    def config(self) -> RunConfig:
+        """The run's configuration (from ``config.json``, else from the run-started event).
+
+        Raises:
+            InputError: neither is readable.
+        """
+        try:
+            data = json.loads((self.path / CONFIG_FILE).read_text(encoding="utf-8"))
+            return RunConfig.from_dict(data)
+        except (OSError, ValueError, TypeError):
+            pass
+        for event in self.events():
+            if isinstance(event, ev.RunStarted) and event.config:
+                return RunConfig.from_dict(event.config)
+        raise InputError(f"{self.path} has no readable {CONFIG_FILE}")
+
+    def status(self) -> str:
+        """How the run ended, or that it has not.
+
+        Returns:
+            ``finished``, ``cancelled`` or ``failed`` (its terminal event); ``running`` (no
+            terminal event and the lock's owner is alive); ``interrupted`` (neither).
+        """
+        terminal = _terminal(self.events())
+        if terminal is not None:
+            return terminal.kind
+        return "running" if self.lock_owner_alive() else "interrupted"
+
+    def lock_owner_alive(self) -> bool:
+        """True when ``run.lock`` names a live process (always True for another host's lock)."""
+        lock = _read_lock(self.path / LOCK_FILE)
+        return lock is not None and _lock_is_live(lock)
+
+    @property
+    def model_dir(self) -> Path:
+        """Where the pruned model is saved."""
+        return self.path / MODEL_DIR
+
+    @property
+    def report_path(self) -> Path:
+        """The run's own report file."""
+        return self.path / REPORT_FILE
+
+    # ----------------------------------------------------------------- internals
+
+    def _acquire_lock(self) -> None:
+        """Take ``run.lock``; take over a stale one with a note; refuse a live one."""
+        lock_path = self.path / LOCK_FILE
+        for _ in range(3):
+            if _try_create_lock(lock_path):
+                self._owns_lock = True
+                return
+            lock = _read_lock(lock_path)
+            if lock is not None and _lock_is_live(lock):
+                raise InputError(
+                    f"{self.path} is in use by another run (pid {lock.get('pid')} on "
+                    f"{lock.get('host')}, started {lock.get('started')}): wait for it to end "
+                    "or choose another --out"
+                )
+            owner = "an unreadable lock" if lock is None else f"pid {lock.get('pid')}"
+            self.notes.append(
+                f"took over a stale lock in {self.path} ({owner} is no longer running)"
+            )
+            with contextlib.suppress(FileNotFoundError):
+                lock_path.unlink()
+        raise InputError(f"could not lock {lock_path}: another process keeps taking it")
+
+    def _remove_previous_run(self) -> None:
+        """Delete the previous run's own files (never anything else in the folder)."""
+        for name in RUN_FILES:
+            if name != LOCK_FILE:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.path / name).unlink()
+        for name in RUN_DIRS:
+            folder = self.path / name
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
+            elif folder.is_symlink():
+                folder.unlink()
+
+
+# --------------------------------------------------------------------- module functions
+
+
+def read_events(path: Path) -> list[ev.Event]:
+    """Read an ``events.jsonl`` file.
+
+    Blank lines, a truncated (unparsable) last line and events of unknown kinds (from a newer
+    version) are skipped.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The events in order; an empty list when the file does not exist.
+
+    Raises:
+        InputError: a line other than the last one is corrupt.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {_os_reason(exc)}") from exc
+    lines = text.split("\n")
+    out: list[ev.Event] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            if number == len(lines) and not text.endswith("\n"):
+                break  # the truncated last line of a killed writer
+            raise InputError(f"{path} line {number} is corrupt: {exc}") from exc
+        if not isinstance(data, dict) or data.get("kind") not in ev.EVENT_TYPES:
+            continue
+        try:
+            out.append(ev.from_dict(data))
+        except TypeError as exc:
+            raise InputError(f"{path} line {number} is not a valid event: {exc}") from exc
+    return out
+
+
+def list_runs(root: Path = RUNS_ROOT) -> list[RunSummary]:
+    """Every run directory directly under ``root``, newest first (never raises on a broken run).
+
+    Args:
+        root: the runs folder; a missing folder has no runs.
+
+    Returns:
+        One summary per run directory; folders that are not runs are skipped.
+    """
+    root = Path(root)
+    try:
+        folders = [p for p in root.iterdir() if p.is_dir() and _holds_run(p)]
+    except OSError:
+        return []
+    rows = [(_started_at(p), p.name, _summary_row(p)) for p in folders]
+    rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+    return [row[2] for row in rows]
+
+
+def summarize(events: Sequence[ev.Event], config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The headline numbers of a run, from its events alone.
+
+    Args:
+        events: the run's events, in order (a partial list is fine).
+        config: the run's configuration (``RunConfig.to_dict()``), used only when the events
+            hold no run-started event (a run that failed while loading).
+
+    Returns:
+        A dict with ``status`` (``finished|cancelled|failed``, or ``running`` when there is no
+        terminal event yet: a caller holding a run directory should prefer
+        :meth:`RunDir.status`), ``method``, ``model``, ``family``, ``pattern``, ``device``,
+        ``target_weight_sparsity``, ``target_act_sparsity``, ``weight_sparsity`` (achieved),
+        ``act_sparsity`` (measured), ``ppl_dense``, ``ppl_dense_act``, ``ppl``, ``seconds``,
+        ``peak_memory_mb``, ``blocks_done``, ``n_blocks``, ``layers_done``, ``n_layers``,
+        ``stopped_block`` (cancelled/failed: the block, else None), ``error`` (failed: the
+        message, else None) and ``category`` (failed: ``input`` or ``run``, else None).
+    """
+    started = next((e for e in events if isinstance(e, ev.RunStarted)), None)
+    config = started.config if started and started.config else dict(config or {})
+    layers = [e for e in events if isinstance(e, ev.LayerSolved)]
+    blocks = [e for e in events if isinstance(e, ev.BlockFinished)]
+    terminal = _terminal(events)
+    finished = terminal if isinstance(terminal, ev.Finished) else None
+    failed = terminal if isinstance(terminal, ev.Failed) else None
+    stopped = terminal.block if isinstance(terminal, ev.Cancelled | ev.Failed) else None
+    return {
+        "status": terminal.kind if terminal is not None else "running",
+        "method": str(config.get("method", "")),
+        "model": started.model if started else str(config.get("model", "")),
+        "family": started.family if started else "",
+        "pattern": str(config.get("pattern", "")),
+        "device": started.device if started else "",
+        "target_weight_sparsity": _target_weight_sparsity(config),
+        "target_act_sparsity": _float_or_none(config.get("act_sparsity")),
+        "weight_sparsity": finished.weight_sparsity if finished else _achieved_weights(layers),
+        "act_sparsity": finished.act_sparsity if finished else _mean_act(layers),
+        "ppl_dense": _last_ppl(events, "dense"),
+        "ppl_dense_act": _last_ppl(events, "dense_act"),
+        "ppl": _last_ppl(events, "pruned"),
+        "seconds": _seconds(events, finished),
+        "peak_memory_mb": _peak_memory(blocks, finished),
+        "blocks_done": len(blocks),
+        "n_blocks": started.n_blocks if started else None,
+        "layers_done": len(layers),
+        "n_layers": started.n_layers if started else None,
+        "stopped_block": stopped,
+        "error": failed.error if failed else None,
+        "category": failed.category if failed else None,
+    }
+
+
+# --------------------------------------------------------------------- helpers: summaries
+
+
+def _terminal(events: Sequence[ev.Event]) -> ev.Event | None:
+    """The first terminal event, if any."""
+    return next((e for e in events if ev.is_terminal(e)), None)
+
+
+def _last_ppl(events: Sequence[ev.Event], label: str) -> float | None:
+    """The last perplexity measured with ``label``."""
+    found = [e.ppl for e in events if isinstance(e, ev.PerplexityMeasured) and e.label == label]
+    return found[-1] if found else None
+
+
+def _achieved_weights(layers: list[ev.LayerSolved]) -> float | None:
+    """Weight sparsity over the layers pruned so far, weighted by their sizes."""
+    if not layers:
+        return None
+    sizes = [math.prod(layer.shape) if layer.shape else 1 for layer in layers]
+    zeros = sum(layer.weight_sparsity * size for layer, size in zip(layers, sizes, strict=True))
+    return zeros / sum(sizes) if sum(sizes) else None
+
+
+def _mean_act(layers: list[ev.LayerSolved]) -> float | None:
+    """Mean measured activation sparsity over the layers pruned so far."""
+    return sum(layer.act_sparsity for layer in layers) / len(layers) if layers else None
+
+
+def _seconds(events: Sequence[ev.Event], finished: ev.Finished | None) -> float | None:
+    """Total wall time: the finished event's, else the last event's time offset."""
+    if finished is not None:
+        return finished.seconds
+    return events[-1].t if events else None
+
+
+def _peak_memory(blocks: list[ev.BlockFinished], finished: ev.Finished | None) -> float | None:
+    """Peak memory: the finished event's, else the largest per-block figure."""
+    if finished is not None:
+        return finished.peak_memory_mb
+    return max(block.peak_memory_mb for block in blocks) if blocks else None
+
+
+def _target_weight_sparsity(config: dict[str, Any]) -> float | None:
+    """The weight sparsity the config asked for (N/M for N:M, 0 for dense)."""
+    if not config:
+        return None
+    try:
+        return RunConfig.from_dict(config).target_weight_sparsity
+    except (InputError, TypeError, ValueError):
+        return None
+
+
+def _float_or_none(value: Any) -> float | None:
+    """A float, or None for anything that is not a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _summary_row(path: Path) -> RunSummary:
+    """The runs-list row of one run directory; broken runs read as ``unreadable``."""
+    started = _started_text(path)
+    try:
+        run_dir = RunDir(path)
+        events = run_dir.events()
+        status = run_dir.status()
+        config = run_dir.config()
+    except (InputError, OSError, ValueError, TypeError):
+        return RunSummary(
+            path, path.name, "unreadable", "", "", "", None, None, None, None, started, None
+        )
+    head = summarize(events)
+    return RunSummary(
+        path=path,
+        run_id=path.name,
+        status=status,
+        model=head["model"] or config.model,
+        method=head["method"] or config.method,
+        pattern=head["pattern"] or config.pattern,
+        weight_sparsity=head["weight_sparsity"],
+        act_sparsity=head["act_sparsity"],
+        ppl_dense=head["ppl_dense"],
+        ppl=head["ppl"],
+        started=started,
+        seconds=head["seconds"],
+    )
+
+
+def _started_at(path: Path) -> float:
+    """When the run was created: the modification time of its config (or events) file."""
+    for name in (CONFIG_FILE, EVENTS_FILE):
+        with contextlib.suppress(OSError):
+            return (path / name).stat().st_mtime
+    return 0.0
+
+
+def _started_text(path: Path) -> str:
+    """:func:`_started_at` as local time text."""
+    stamp = _started_at(path)
+    return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S") if stamp else ""
+
+
+# --------------------------------------------------------------------- helpers: files and locks
+
+
+def _holds_run(path: Path) -> bool:
+    """True when the folder holds a run's config or events."""
+    return (path / CONFIG_FILE).is_file() or (path / EVENTS_FILE).is_file()
+
+
+def _check_out_dir(path: Path, overwrite: bool) -> bool:
+    """Refuse an ``--out`` that must not be used; return whether it holds a previous run."""
+    if not path.exists():
+        if path.is_symlink():
+            raise InputError(f"--out {path} is a broken symbolic link: choose another --out")
+        return False
+    if not path.is_dir():
+        raise InputError(f"--out {path} exists and is not a folder: choose another --out")
+    if _holds_run(path):
+        if not overwrite:
+            status = _safe_status(path)
+            raise InputError(
+                f"--out {path} already holds another run ({status}): pass --overwrite to "
+                "replace it or choose another --out"
+            )
+        return True
+    if any(path.iterdir()):
+        raise InputError(
+            f"--out {path} is a non-empty folder that is not a run: choose a new or empty folder"
+        )
+    return False
+
+
+def _safe_status(path: Path) -> str:
+    """A run's status for a message (never raises)."""
+    try:
+        return RunDir(path).status()
+    except (InputError, OSError, ValueError):
+        return "unreadable"
+
+
+def _new_default_dir(root: Path, config: RunConfig) -> tuple[Path, bool]:
+    """Create ``root/<YYYYmmdd-HHMMSS>-<method>-<model-slug>`` (suffix -2, -3... when taken)."""
+    stem = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{config.method}-{model_slug(config.model)}"
+    _make_dir(root)
+    for attempt in range(1, 1000):
+        path = root / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise InputError(f"cannot create {path}: {_os_reason(exc)}") from exc
+        return path, True
+    raise InputError(f"too many runs named {stem} in {root}: choose an --out")
+
+
+def model_slug(model: str) -> str:
+    """A short folder-safe name for a model spec (``org/SmolLM2-135M`` -> ``smollm2-135m``).
+
+    Args:
+        model: a built-in name, a path, or a hub id.
+
+    Returns:
+        Lower-case letters, digits, dots and dashes; at most 40 characters; never empty.
+    """
+    name = str(model).rstrip("/\\")
+    name = re.split(r"[/\\]", name)[-1]
+    name = re.sub(r"\.gguf$", "", name, flags=re.IGNORECASE)
+    slug = re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.")
+    return slug[:40].strip("-.") or "model"
+
+
+def _make_dir(path: Path) -> None:
+    """mkdir -p, as an :class:`InputError` when it cannot be done."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the run directory {path}: {_os_reason(exc)}: choose another --out"
+        ) from exc
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse a folder we cannot write into (tries a real file: root ignores permission bits)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"the run directory {path} is not writable ({_os_reason(exc)}): choose another --out"
+        ) from exc
+
+
+def _check_free_space(path: Path) -> None:
+    """Refuse a disk with less than :data:`MIN_FREE_BYTES` free."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return
+    if free < MIN_FREE_BYTES:
+        raise InputError(
+            f"only {free / 2**20:.0f} MB free on the disk of {path} (a run needs at least "
+            f"{MIN_FREE_BYTES / 2**20:.0f} MB): free some space or choose another --out"
+        )
+
+
+def _remove_empty_tree(path: Path) -> None:
+    """Remove a folder we just created, if it is still empty."""
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write text to a temp file next to ``path``, fsync it, then rename it over ``path``."""
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _lock_payload() -> dict[str, Any]:
+    """What ``run.lock`` records about its owner."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _try_create_lock(lock_path: Path) -> bool:
+    """Create the lock file with our payload, atomically and exclusively (False if it exists)."""
+    handle, temp = tempfile.mkstemp(dir=lock_path.parent, prefix=".run.lock.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(_lock_payload(), stream)
+        os.link(temp, lock_path)  # fails if the lock exists: exclusive and never half-written
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+
+
+def _read_lock(lock_path: Path) -> dict[str, Any] | None:
+    """The lock's payload, or None when there is no lock or it is unreadable."""
+    try:
+        data = json.loads(lock_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _lock_is_live(lock: dict[str, Any]) -> bool:
+    """True when the lock's owner may still be running (another host's lock counts as live)."""
+    if lock.get("host") != socket.gethostname():
+        return True
+    pid = lock.get("pid")
+    return isinstance(pid, int) and pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid runs on this machine (a zombie counts as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """True when Linux's /proc says the process is a zombie (False where there is no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
+
+
+def _os_reason(exc: OSError) -> str:
+    """The short reason of an OS error (``Permission denied``), without errno noise."""
+    return exc.strerror or str(exc)

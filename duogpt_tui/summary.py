@@ -1,0 +1,134 @@
+"""What ``duogpt`` prints on stdout: a run's result as one line of text or one JSON object.
+
+The result is built from the run's events (through :func:`duogpt_tui.runstore.summarize`) and
+its run directory, so the CLI, the TUI and scripts all read the same figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from duogpt_tui.runstore import summarize
+from solver import events as ev
+
+RESULT_KEYS = (
+    "run_dir",
+    "status",
+    "model",
+    "method",
+    "pattern",
+    "weight_sparsity",
+    "act_sparsity",
+    "ppl_dense",
+    "ppl_dense_act",
+    "ppl",
+    "seconds",
+    "peak_memory_mb",
+    "blocks_done",
+    "n_blocks",
+    "report",
+)
+"""The keys of a run's result, in the order they are printed."""
+
+EXIT_CODES = {"finished": 0, "failed": 1, "cancelled": 130}
+"""Exit code of ``duogpt prune`` by final status (a failure with bad input exits 2)."""
+
+
+def run_result(
+    events: Sequence[ev.Event], run_dir: Path | None, config: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The result of a run: the headline figures, its directory, and the error when it failed.
+
+    Args:
+        events: the run's events.
+        run_dir: the run directory (None when no run directory was made).
+        config: the run's configuration, for runs that failed before they started.
+
+    Returns:
+        A dict with :data:`RESULT_KEYS` (plus ``error`` and ``category`` when failed).
+    """
+    head = summarize(events, config)
+    result: dict[str, Any] = {key: head.get(key) for key in RESULT_KEYS}
+    result["run_dir"] = str(run_dir) if run_dir is not None else None
+    report = run_dir / "report.md" if run_dir is not None else None
+    result["report"] = str(report) if report is not None and report.is_file() else None
+    if head["status"] == "running":
+        result["status"] = "failed"
+        result["error"] = "the run ended without a final event"
+        result["category"] = "run"
+    if head["status"] == "failed":
+        result["error"] = head["error"]
+        result["category"] = head["category"]
+    if head["status"] == "cancelled":
+        result["stopped_block"] = head["stopped_block"]
+    return result
+
+
+def input_error_result(message: str) -> dict[str, Any]:
+    """The result printed with ``--json`` when bad input stopped the command before a run."""
+    result: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
+    result.update(status="failed", category="input", error=message, blocks_done=0)
+    return result
+
+
+def exit_code(result: dict[str, Any]) -> int:
+    """The process exit code for a result: 0 done, 1 run failed, 2 bad input, 130 cancelled."""
+    if result.get("status") == "failed" and result.get("category") == "input":
+        return 2
+    return EXIT_CODES.get(str(result.get("status")), 1)
+
+
+def to_json(result: dict[str, Any]) -> str:
+    """One strict JSON object on one line (non-finite numbers become null)."""
+    return json.dumps(_finite_or_null(result), ensure_ascii=False, allow_nan=False)
+
+
+def one_line(result: dict[str, Any]) -> str:
+    """A one-line, human-readable summary of a run's result."""
+    parts = [str(result.get("status"))]
+    if result.get("method"):
+        parts.append(str(result["method"]))
+    if result.get("model"):
+        parts.append(str(result["model"]))
+    parts.append(f"W {percent(result.get('weight_sparsity'))}")
+    parts.append(f"X {percent(result.get('act_sparsity'))}")
+    dense, dense_act, pruned = result.get("ppl_dense"), result.get("ppl_dense_act"), result["ppl"]
+    if dense is not None or pruned is not None:
+        ppl = f"ppl {number(dense)} -> {number(pruned)}"
+        if dense_act is not None:
+            ppl += f" (dense+X {number(dense_act)})"
+        parts.append(ppl)
+    if result.get("seconds") is not None:
+        parts.append(f"{result['seconds']:.1f}s")
+    if result.get("run_dir"):
+        parts.append(str(result["run_dir"]))
+    return "  ".join(parts)
+
+
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with one decimal (``-`` when unknown)."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value * 100:.1f}%"
+
+
+def number(value: float | None) -> str:
+    """A perplexity-like number with two decimals (``-`` when unknown)."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if math.isfinite(value) else str(value)
+
+
+def _finite_or_null(value: Any) -> Any:
+    """Replace non-finite floats (anywhere in nested dicts and lists) with None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value

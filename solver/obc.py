@@ -1,0 +1,456 @@
+"""The DuoGPT / SparseGPT layer solve (ALGORITHM.md §3–5).
+
+One linear layer ``W`` (``n x k``) is pruned column by column, left to right, minimising
+``|| W' X^ - W X~ ||^2`` (§3): the OBC / SparseGPT problem on the sparse-input statistics ``H``
+plus the residual target ``W dX`` from the dense model, weighted by ``alpha``. With ``alpha = 0``
+or ``G = None`` it is SparseGPT on ``H``; with ``dX = 0`` it is SparseGPT (§9 T2, T3).
+
+The pieces of the closed form (§4) are small functions so that they can be checked one by one
+against brute-force least squares (§9 T1): :func:`inverse_cholesky_upper` (``U``),
+:func:`residual_terms` (``D``, ``a``, ``b``, ``c``), :func:`column_losses` and
+:func:`column_update` (one row of the §4 table). :func:`prune_obc` is Algorithm 1 of §5 in its
+blocked form, and :func:`layer_objective` measures the normalised objective from the statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from solver.errors import RunError
+from solver.masks import prune_count, smallest_mask
+from solver.stats import LayerStats
+
+RESIDUAL_VARIANTS = ("original", "pruned")
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """What :func:`prune_obc` returns.
+
+    Attributes:
+        weight: the pruned weight, same shape, dtype and device as the input ``W``.
+        mask: bool, ``True`` where a weight was pruned (including dead input channels).
+        damping: the relative damping finally used.
+        retries: how often the damping had to be raised (x10 each time) for Cholesky.
+    """
+
+    weight: Tensor
+    mask: Tensor
+    damping: float
+    retries: int
+
+
+@dataclass(frozen=True)
+class ResidualTerms:
+    """The residual quantities of ALGORITHM.md §4, before scaling by ``alpha``.
+
+    With ``Q = G U^T`` and ``Qs = triu(Q, 1)``:
+
+    Attributes:
+        D: ``Qs U`` (``k x k``, strictly upper triangular): ``w_p D[p, j]`` moves column ``j > p``
+            to absorb the projection of column ``p``'s residual ``w_p d_p`` (times ``alpha``).
+        a: ``g``: energy of each input channel's mismatch, ``||d_p||^2 / m``.
+        b: ``rowsum(Qs^2)``: the part of that energy later columns can absorb.
+        c: ``diag(Q) / diag(U)``: ``<e_p, d_p> / m``, the overlap of the pruning error direction
+            ``e_p`` with the mismatch.
+    """
+
+    D: Tensor
+    a: Tensor
+    b: Tensor
+    c: Tensor
+
+    def extra(self, alpha: float) -> Tensor:
+        """``alpha (a - b + 2c)``: the residual part of the pruning score per column (§5 step 6)."""
+        return alpha * (self.a - self.b + 2 * self.c)
+
+
+# -- the pieces of the closed form (§4) ---------------------------------------------------------
+
+
+def damp(H: Tensor, damping: float) -> Tensor:
+    """``H + damping * mean(diag(H)) * I`` as a new tensor (§5 step 3)."""
+    out = H.clone()
+    out.diagonal().add_(damping * torch.diagonal(H).mean())
+    return out
+
+
+def inverse_cholesky_upper(H: Tensor) -> Tensor | None:
+    """``U``, the upper Cholesky factor of ``H^-1`` (``H^-1 = U^T U``), or None if ``H`` is not PD.
+
+    ``cholesky(H) -> cholesky_inverse -> cholesky(upper=True)`` as in §5 step 4. ``U[p:, p:]`` is
+    then the same factor for the trailing block ``H[p:, p:]``, which is what makes the
+    column-sequential solve cheap.
+    """
+    L, info = torch.linalg.cholesky_ex(H)
+    if int(info) != 0:
+        return None
+    U, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
+    if int(info) != 0 or not bool(torch.isfinite(U).all()):
+        return None
+    return U
+
+
+def residual_terms(G: Tensor, g: Tensor, U: Tensor) -> ResidualTerms:
+    """``D``, ``a``, ``b``, ``c`` of ALGORITHM.md §4 (§5 steps 5–6, without ``alpha``).
+
+    Args:
+        G: ``k x k`` cross statistic ``dX X^T / m`` (same scale as the ``H`` behind ``U``).
+        g: length ``k``, ``rowsum(dX * dX) / m``.
+        U: upper Cholesky factor of ``H^-1`` (:func:`inverse_cholesky_upper`).
+    """
+    Q = G @ U.T  # (k, k)
+    diag_q = torch.diagonal(Q).clone()
+    Qs = Q.triu_(1)  # strict upper triangle, in place
+    return ResidualTerms(
+        D=Qs @ U,
+        a=g.clone(),
+        b=(Qs * Qs).sum(dim=1),
+        c=diag_q / torch.diagonal(U),
+    )
+
+
+def column_losses(
+    w: Tensor, p: int, U: Tensor, terms: ResidualTerms | None = None, alpha: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """The §4 table's losses at column ``p`` for current column values ``w``: (prune, keep).
+
+    prune: ``w^2 (1/U_pp^2 + alpha (a_p - b_p + 2 c_p))``; keep: ``w^2 alpha (a_p - b_p)``.
+    """
+    w2 = w * w
+    prune = w2 / U[p, p] ** 2
+    keep = torch.zeros_like(w2)
+    if terms is not None and alpha:
+        keep = w2 * alpha * (terms.a[p] - terms.b[p])
+        prune = prune + keep + w2 * alpha * 2 * terms.c[p]
+    return prune, keep
+
+
+def column_update(
+    w: Tensor,
+    p: int,
+    U: Tensor,
+    terms: ResidualTerms | None = None,
+    alpha: float = 0.0,
+    *,
+    prune: bool,
+) -> Tensor:
+    """The §4 table's update of columns ``j > p`` after deciding column ``p``.
+
+    prune: ``-(w/U_pp) U[p, j] + alpha w D[p, j]``; keep: ``alpha w D[p, j]``.
+
+    Args:
+        w: ``(n,)`` current values of column ``p`` (one per row).
+
+    Returns:
+        ``(n, k - p - 1)``: what to add to columns ``p+1 ..``.
+    """
+    upd = torch.zeros(w.shape[0], U.shape[1] - p - 1, dtype=U.dtype, device=U.device)
+    if prune:
+        upd -= torch.outer(w / U[p, p], U[p, p + 1 :])
+    if terms is not None and alpha:
+        upd += alpha * torch.outer(w, terms.D[p, p + 1 :])
+    return upd
+
+
+# -- Algorithm 1 (§5) ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _exact_float32() -> Iterator[None]:
+    """TF32 off for matmuls (only matters on CUDA), restored afterwards."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def _factorise(H: Tensor, damping: float, max_retries: int) -> tuple[Tensor, float, int]:
+    """§5 steps 3–4 with retries: ``(U, damping used, retries)``.
+
+    Raises:
+        RunError: still not positive definite after ``max_retries`` tenfold increases.
+    """
+    rel = damping
+    for attempt in range(max_retries + 1):
+        U = inverse_cholesky_upper(damp(H, rel))
+        if U is not None:
+            return U, rel, attempt
+        if attempt < max_retries:
+            rel *= 10
+    raise RunError(
+        f"Cholesky factorisation failed for a {H.shape[0]}x{H.shape[0]} Hessian even with "
+        f"damping {rel:g}; raise --damping or use more calibration samples"
+    )
+
+
+def prune_obc(
+    weight: Tensor,
+    H: Tensor,
+    *,
+    G: Tensor | None = None,
+    g: Tensor | None = None,
+    sparsity: float = 0.5,
+    nm: tuple[int, int] | None = None,
+    alpha: float = 0.0,
+    damping: float = 0.01,
+    block_size: int = 128,
+    act_order: bool = False,
+    residual_variant: str = "original",
+    max_retries: int = 4,
+) -> SolveResult:
+    """Prune one layer with DuoGPT (ALGORITHM.md §5, Algorithm 1); SparseGPT when ``alpha = 0``.
+
+    Args:
+        weight: ``(n, k)`` layer weight (any float dtype and device; not modified).
+        H: ``k x k``, ``X^ X^T / m``.
+        G: ``k x k``, ``dX X^T / m``; ``None`` (or ``alpha = 0``) gives SparseGPT on ``H``.
+        g: length ``k``, ``rowsum(dX * dX) / m`` (``LayerStats.g``); required with ``G``.
+        sparsity: unstructured target: the fraction pruned in every column block of ``n x B``.
+        nm: ``(N, M)``: N zeros in every group of M consecutive input columns of each row
+            (overrides ``sparsity``). A group's N weights are chosen when its first column is
+            reached, from the up-to-date scores of all its columns (as SparseGPT does).
+        alpha: residual scale (§4); 0 = SparseGPT on the sparse-input statistics.
+        damping: relative damping ``lambda`` (§5 step 3).
+        block_size: columns per lazy-update block ``B``.
+        act_order: process columns by descending ``diag(H)`` (§5 step 2).
+        residual_variant: ``original``: the lazy update carries the pre-pruning column values
+            ``w`` (§5); ``pruned``: it carries the pruned values ``q`` (related code's variant).
+        max_retries: tenfold damping increases allowed when Cholesky fails.
+
+    Returns:
+        The pruned weight (same shape/dtype/device as ``weight``), the mask, and the damping used.
+
+    Raises:
+        RunError: Cholesky failed even with the largest damping, the statistics are not finite,
+            the result is not finite, or the N:M pattern does not fit the layer width.
+        ValueError: a programming error (shapes, options).
+    """
+    if weight.dim() != 2:
+        raise ValueError(f"expected a 2-D weight, got shape {tuple(weight.shape)}")
+    k = weight.shape[1]
+    if H.shape != (k, k):
+        raise ValueError(f"H has shape {tuple(H.shape)}, expected ({k}, {k})")
+    if residual_variant not in RESIDUAL_VARIANTS:
+        raise ValueError(f"unknown residual variant {residual_variant!r}: use original or pruned")
+    if not 0 <= sparsity <= 1:
+        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    use_residual = G is not None and alpha != 0
+    if use_residual:
+        assert G is not None
+        if G.shape != (k, k):
+            raise ValueError(f"G has shape {tuple(G.shape)}, expected ({k}, {k})")
+        if g is None or g.shape != (k,):
+            raise ValueError(f"g (length {k}) is required together with G")
+    if nm is not None:
+        if not 0 < nm[0] < nm[1]:
+            raise ValueError(f"N:M needs 0 < N < M, got {nm[0]}:{nm[1]}")
+        if k % nm[1]:
+            raise RunError(
+                f"the {nm[0]}:{nm[1]} pattern needs layer widths that are multiples of "
+                f"{nm[1]}, but a layer has {k} inputs; use --pattern unstructured"
+            )
+
+    device = weight.device
+    dtype = torch.float64 if torch.float64 in (weight.dtype, H.dtype) else torch.float32
+    with _exact_float32():
+        W = weight.detach().to(device=device, dtype=dtype, copy=True)
+        Hw = H.detach().to(device=device, dtype=dtype, copy=True)
+        if not bool(torch.isfinite(Hw).all()):
+            raise RunError(
+                "the layer's input statistics contain NaN or Inf; check the model's activations "
+                "in this dtype or use more calibration samples"
+            )
+        # 1. dead input channels: never active in X^
+        dead = torch.diagonal(Hw) == 0
+        Hw.diagonal()[dead] = 1
+        W[:, dead] = 0
+        # 2. optional act-order
+        perm = torch.argsort(torch.diagonal(Hw), descending=True) if act_order else None
+        if perm is not None:
+            W, Hw = W[:, perm], Hw[perm][:, perm]
+        # 3.-4. damping + U, with retries
+        U, used_damping, retries = _factorise(Hw, damping, max_retries)
+        del Hw
+        # 5.-6. residual terms
+        Dm = extra = None
+        if use_residual:
+            assert G is not None and g is not None
+            Gw = G.detach().to(device=device, dtype=dtype)
+            gw = g.detach().to(device=device, dtype=dtype)
+            if perm is not None:
+                Gw, gw = Gw[perm][:, perm], gw[perm]
+            terms = residual_terms(Gw, gw, U)
+            del Gw
+            Dm, extra = alpha * terms.D, terms.extra(alpha)
+        # 7. the sweep
+        col_orig = perm if perm is not None else torch.arange(k, device=device)
+        mask = _sweep(
+            W, U, Dm, extra, col_orig, sparsity, nm, block_size, residual_variant == "pruned"
+        )
+        # 8. undo the permutation, cast back, check
+        if perm is not None:
+            inv = torch.argsort(perm)
+            W, mask = W[:, inv], mask[:, inv]
+        mask |= dead.reshape(1, -1)
+        if not bool(torch.isfinite(W).all()):
+            raise RunError(
+                "the pruned weights contain NaN or Inf; raise --damping or lower --alpha"
+            )
+    return SolveResult(
+        weight=W.to(weight.dtype).reshape(weight.shape),
+        mask=mask,
+        damping=float(used_damping),
+        retries=retries,
+    )
+
+
+def _sweep(
+    W: Tensor,
+    U: Tensor,
+    Dm: Tensor | None,
+    extra: Tensor | None,
+    col_orig: Tensor,
+    sparsity: float,
+    nm: tuple[int, int] | None,
+    block_size: int,
+    lazy_pruned: bool,
+) -> Tensor:
+    """§5 step 7 in place on ``W`` (columns in processing order); returns the mask (same order).
+
+    ``Dm`` is ``alpha * D`` and ``extra`` is ``alpha (a - b + 2c)``, or both None (SparseGPT).
+    ``col_orig[p]`` is the original column index of processing position ``p`` (for N:M groups).
+    """
+    n, k = W.shape
+    diag_u = torch.diagonal(U)
+    mask = torch.zeros(n, k, dtype=torch.bool, device=W.device)
+
+    # N:M: groups are M consecutive *original* columns; a group's N zeros are chosen when its
+    # first member in processing order is reached (without act-order: at the group's start).
+    n_zero = 0
+    group_pos = torch.empty(0, dtype=torch.long)
+    decide_at: dict[int, int] = {}  # processing position -> group decided there
+    if nm is not None:
+        n_zero, m = nm
+        group_pos = torch.argsort(col_orig).reshape(-1, m)  # (k/m, m) processing positions
+        decide_at = {pos: grp for grp, pos in enumerate(group_pos.min(dim=1).values.tolist())}
+
+    for i1 in range(0, k, block_size):
+        i2 = min(i1 + block_size, k)
+        W1 = W[:, i1:i2].clone()  # (n, B)
+        E = torch.zeros_like(W1)  # scaled pruning errors
+        R = torch.zeros_like(W1) if Dm is not None else None  # residual carriers
+        if nm is None:
+            scores = _scores(W1, diag_u[i1:i2], None if extra is None else extra[i1:i2])
+            mask[:, i1:i2] = smallest_mask(scores, prune_count(scores.numel(), sparsity))
+
+        for j in range(i2 - i1):
+            p = i1 + j
+            grp = decide_at.get(p)
+            if grp is not None:
+                pos = group_pos[grp]
+                cur = _current_columns(W, W1, E, R, U, Dm, pos, i1, i2, j)  # (n, m)
+                s = _scores(cur, diag_u[pos], None if extra is None else extra[pos])
+                chosen = torch.zeros_like(s, dtype=torch.bool)
+                chosen.scatter_(1, torch.topk(s, n_zero, dim=1, largest=False).indices, True)
+                mask[:, pos] = chosen
+            w = W1[:, j].clone()  # (n,)
+            q = w.masked_fill(mask[:, p], 0)
+            e = (w - q) / U[p, p]
+            W1[:, j:].addr_(e, U[p, p:i2], alpha=-1)  # OBS compensation
+            if Dm is not None and R is not None:
+                W1[:, j:].addr_(w, Dm[p, p:i2])  # residual compensation (kept weights too)
+                R[:, j] = q if lazy_pruned else w
+            W1[:, j] = q
+            E[:, j] = e
+
+        W[:, i1:i2] = W1
+        if i2 < k:  # lazy update of the later blocks: two GEMMs
+            W[:, i2:].addmm_(E, U[i1:i2, i2:], alpha=-1)
+            if Dm is not None and R is not None:
+                W[:, i2:].addmm_(R, Dm[i1:i2, i2:])
+    return mask
+
+
+def _scores(W1: Tensor, diag_u: Tensor, extra: Tensor | None) -> Tensor:
+    """Pruning score ``S = W^2 / diag(U)^2 + W^2 * extra`` of some columns (§4, §5 step 7).
+
+    ``diag_u`` and ``extra`` hold the values of the same columns as ``W1`` (``n x c``).
+    """
+    w2 = W1 * W1
+    s = w2 / (diag_u * diag_u).reshape(1, -1)
+    if extra is not None:
+        s = s + w2 * extra.reshape(1, -1)
+    return s
+
+
+def _current_columns(
+    W: Tensor,
+    W1: Tensor,
+    E: Tensor,
+    R: Tensor | None,
+    U: Tensor,
+    Dm: Tensor | None,
+    pos: Tensor,
+    i1: int,
+    i2: int,
+    j: int,
+) -> Tensor:
+    """Up-to-date values of the columns at processing positions ``pos`` (all ``>= i1 + j``).
+
+    Columns inside the block are current in ``W1``; later ones still miss the lazy update of
+    this block's first ``j`` columns, which is applied here on the fly.
+    """
+    cols = []
+    for q in pos.tolist():
+        if q < i2:
+            cols.append(W1[:, q - i1])
+        else:
+            col = W[:, q].clone()
+            if j:
+                col -= E[:, :j] @ U[i1 : i1 + j, q]
+                if Dm is not None and R is not None:
+                    col += R[:, :j] @ Dm[i1 : i1 + j, q]
+            cols.append(col)
+    return torch.stack(cols, dim=1)
+
+
+def layer_objective(weight: Tensor, new_weight: Tensor, stats: LayerStats) -> float:
+    """Normalised reconstruction error ``||W' X^ - W X~||^2 / ||W X~||^2`` from the statistics.
+
+    With ``dW = W' - W`` the numerator is ``||dW X^ - W dX||^2 / m``
+    ``= tr(dW H dW^T) - 2 tr(dW G^T W^T) + tr(W D W^T)`` and the denominator
+    ``tr(W H_dense W^T)`` (ALGORITHM.md §3). Computed in float64.
+
+    Returns:
+        The ratio, or 0.0 when the denominator is 0 (no signal).
+    """
+    dev = stats.H.device
+    W = weight.detach().to(device=dev, dtype=torch.float64)
+    dW = new_weight.detach().to(device=dev, dtype=torch.float64) - W
+    H = stats.H.to(torch.float64)
+    whw = float((W @ H * W).sum())  # tr(W H W^T)
+    num = float((dW @ H * dW).sum())  # tr(dW H dW^T)
+    del H
+    wgw = wdw = 0.0
+    if stats.has_dense:
+        WG = W @ stats.G.to(torch.float64)
+        wgw = float((WG * W).sum())  # tr(W G W^T) = tr(W G^T W^T)
+        num -= 2 * float((WG * dW).sum())  # tr(dW G^T W^T) = <W G, dW>
+        del WG
+        wdw = float((W @ stats.D.to(torch.float64) * W).sum())  # tr(W D W^T)
+        num += wdw
+    den = whw + 2 * wgw + wdw
+    if den <= 0 or not math.isfinite(den):
+        return 0.0
+    return max(num, 0.0) / den

@@ -1,0 +1,129 @@
+"""Streaming statistics of a linear layer's input (ALGORITHM.md §2).
+
+For one ``nn.Linear`` with ``k`` inputs the solver needs, over the ``m`` calibration tokens,
+
+* ``H = X^ X^T / m`` — the Gram ("Hessian") of the compressed-model input ``X^``,
+* ``G = dX X^T / m`` — the cross term with the input mismatch ``dX = X~ - X^``,
+* ``D = dX dX^T / m`` — the mismatch's own Gram, whose diagonal is ``g`` of §2.
+
+All three are kept as running means so that they always share one scale (§2: "H, G and g must
+share the same scale factor"), however many batches were added. Tokens are rows here: a batch is a
+``(..., k)`` tensor whose leading dimensions are all tokens, so ``x^T x`` is ``X X^T`` in the
+paper's column convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class LayerStats:
+    """Streaming statistics of one linear layer's input (ALGORITHM.md §2), all scaled by 1/m.
+
+    Attributes:
+        H: ``k x k``, ``X^ X^T / m`` (the sparse / compressed-stream input).
+        G: ``k x k``, ``dX X^T / m`` with ``dX = X~ - X^`` (``X~`` = the dense model's input).
+            Until a dense input is first seen it is a zero tensor that takes no memory.
+        D: ``k x k``, ``dX dX^T / m`` (same remark as ``G``).
+        count: tokens ``m`` seen.
+        zeros: zero entries seen in ``X^``.
+        entries: entries seen in ``X^``.
+    """
+
+    H: Tensor
+    G: Tensor
+    D: Tensor
+    count: int = 0
+    zeros: int = 0
+    entries: int = 0
+
+    @classmethod
+    def empty(
+        cls, k: int, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> LayerStats:
+        """Statistics of a layer with ``k`` inputs before any token was seen.
+
+        ``G`` and ``D`` start as stride-0 views of one zero, so a run without a dense stream
+        (SparseGPT, Wanda) pays for ``H`` only; :meth:`add` materialises them on the first batch
+        with a dense input.
+        """
+        H = torch.zeros(k, k, device=device, dtype=dtype)
+        lazy_zero = torch.zeros((), device=device, dtype=dtype).expand(k, k)
+        return cls(H=H, G=lazy_zero, D=lazy_zero)
+
+    @property
+    def k(self) -> int:
+        """Input features of the layer."""
+        return self.H.shape[0]
+
+    def add(self, x_sparse: Tensor, x_dense: Tensor | None = None) -> None:
+        """Fold one batch of inputs into the running means.
+
+        Like SparseGPT's ``H *= m_old / m_new; H += x x^T / m_new``, applied to ``H``, ``G`` and
+        ``D`` alike so that they keep one scale.
+
+        Args:
+            x_sparse: ``(..., k)`` input ``X^`` of the layer in the compressed model; all leading
+                dimensions are tokens.
+            x_dense: ``(..., k)`` input ``X~`` of the same tokens in the dense model, or ``None``
+                for ``dX = 0``.
+
+        Raises:
+            ValueError: the shapes do not match the statistics.
+        """
+        k = self.k
+        if x_sparse.shape[-1] != k:
+            raise ValueError(
+                f"expected inputs with {k} features, got shape {tuple(x_sparse.shape)}"
+            )
+        xs = x_sparse.reshape(-1, k).to(device=self.H.device, dtype=self.H.dtype)  # (t, k)
+        t = xs.shape[0]
+        if t == 0:
+            return
+        self.entries += xs.numel()
+        self.zeros += int(xs.numel() - torch.count_nonzero(xs).item())
+        m_old, m_new = self.count, self.count + t
+        keep, new = m_old / m_new, 1.0 / m_new
+        self.count = m_new
+
+        self.H.mul_(keep).addmm_(xs.T, xs, alpha=new)  # H = (m_old H + X^ X^T) / m_new
+        if x_dense is None:
+            if self.has_dense:
+                self.G.mul_(keep)
+                self.D.mul_(keep)
+            return
+        if x_dense.shape != x_sparse.shape:
+            raise ValueError(
+                f"dense input shape {tuple(x_dense.shape)} differs from "
+                f"sparse input shape {tuple(x_sparse.shape)}"
+            )
+        dx = x_dense.reshape(-1, k).to(device=self.H.device, dtype=self.H.dtype) - xs  # (t, k)
+        if not self.has_dense:
+            self.G = torch.zeros_like(self.H)
+            self.D = torch.zeros_like(self.H)
+        self.G.mul_(keep).addmm_(dx.T, xs, alpha=new)  # G = dX X^T / m
+        self.D.mul_(keep).addmm_(dx.T, dx, alpha=new)  # D = dX dX^T / m
+
+    @property
+    def has_dense(self) -> bool:
+        """True once a dense input was seen (``G`` and ``D`` are materialised matrices)."""
+        return self.G.stride() != (0, 0)
+
+    @property
+    def g(self) -> Tensor:
+        """``diag(D)``: per input channel the mismatch energy ``rowsum(dX * dX) / m`` (length k)."""
+        return torch.diagonal(self.D).clone()
+
+    @property
+    def H_dense(self) -> Tensor:
+        """``X~ X~^T / m = H + G + G^T + D`` (the dense model's input Gram)."""
+        return self.H + self.G + self.G.T + self.D
+
+    @property
+    def act_sparsity(self) -> float:
+        """Fraction of zero entries in the ``X^`` seen so far (0.0 before any input)."""
+        return self.zeros / self.entries if self.entries else 0.0

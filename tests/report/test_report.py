@@ -1,0 +1,125 @@
+"""The Markdown report: golden file, determinism, how it tells each ending, JSONL round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+from duogpt_tui.report import render_comparison, render_markdown
+from duogpt_tui.runstore import summarize
+from solver import events as ev
+from tests.report import scripted
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def check_golden(name: str, text: str) -> None:
+    """Compare text with a golden file; ``UPDATE_GOLDEN=1`` rewrites it instead."""
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8", newline="\n")
+    assert path.is_file(), f"missing golden file {path}: run with UPDATE_GOLDEN=1"
+    assert text == path.read_text(encoding="utf-8"), f"{name} differs from its golden file"
+
+
+def test_report_matches_golden_file() -> None:
+    check_golden("finished.md", render_markdown(scripted.finished_run()))
+
+
+def test_comparison_matches_golden_file() -> None:
+    runs = [
+        ("finished", scripted.finished_run()),
+        ("cancelled", scripted.cancelled_run()),
+        ("failed", scripted.failed_run()),
+    ]
+    check_golden("comparison.md", render_comparison(runs))
+
+
+def test_report_is_deterministic() -> None:
+    events = scripted.finished_run()
+    assert render_markdown(events) == render_markdown(list(events))
+
+
+def test_dict_order_does_not_change_the_report() -> None:
+    events = scripted.finished_run()
+    started = events[1]
+    assert isinstance(started, ev.RunStarted)
+    reordered = dataclasses.replace(
+        started,
+        host=dict(reversed(list(started.host.items()))),
+        versions=dict(reversed(list(started.versions.items()))),
+        calib=dict(reversed(list(started.calib.items()))),
+    )
+    assert render_markdown([events[0], reordered, *events[2:]]) == render_markdown(events)
+
+
+def test_report_holds_the_headline_figures() -> None:
+    text = render_markdown(scripted.finished_run())
+    assert "**Status: finished** in 5.0 s." in text
+    assert "| dense | 1000.00 | 1.00x | 0.0% |" in text
+    assert "| dense + activation sparsity | 1200.50 | 1.20x | 50.0% |" in text
+    assert "| pruned (duogpt) | 1850.75 | 1.85x | 50.0% |" in text
+    assert "| 50.0% | 50.0% | 50.0% | 47.0% | 5.0 s | 322 MB | 2/2 |" in text
+    assert "2 non-overlapping windows x 32 tokens" in text
+    assert "**warning**: block 1 self_attn.o_proj: damping raised" in text
+    assert "| 1 | `self_attn.o_proj` | 64x64 |" in text  # the per-layer table
+    assert "(log scale)" in text and "0.40-0.60 |####" in text  # the two plots
+
+
+def test_cancelled_report_says_where_it_stopped() -> None:
+    text = render_markdown(scripted.cancelled_run())
+    assert "**Status: cancelled** at block 1 of 2" in text
+    assert "1 block(s) were pruned" in text
+    assert "| pruned" not in text
+
+
+def test_failed_report_says_why() -> None:
+    text = render_markdown(scripted.failed_run())
+    assert "**Status: failed** at block 0 of 2 (run error): NaN in the statistics" in text
+    assert "## Error detail" in text and "RunError: NaN" in text
+
+
+def test_input_failure_report_uses_the_config() -> None:
+    text = render_markdown(scripted.failed_run("input"), config=scripted.CONFIG.to_dict())
+    assert "**Status: failed** before pruning (bad input): model path /nope" in text
+    assert "- Model: `tiny-random` (the run stopped before the model was loaded)" in text
+    assert "| `nsamples` | 4 |" in text
+
+
+def test_report_without_a_terminal_event_is_incomplete() -> None:
+    text = render_markdown(scripted.finished_run()[:12])
+    assert "**Status: incomplete**" in text
+
+
+def test_comparison_warns_about_different_protocols() -> None:
+    other = [
+        dataclasses.replace(e, windows=8) if isinstance(e, ev.PerplexityMeasured) else e
+        for e in scripted.finished_run()
+    ]
+    text = render_comparison([("a", scripted.finished_run()), ("b", other)])
+    assert "different protocols" in text
+
+
+def test_summarize_headline_numbers() -> None:
+    head = summarize(scripted.finished_run())
+    assert head["status"] == "finished"
+    assert (head["ppl_dense"], head["ppl_dense_act"], head["ppl"]) == (1000.0, 1200.5, 1850.75)
+    assert (head["weight_sparsity"], head["act_sparsity"]) == (0.5, 0.47)
+    assert (head["blocks_done"], head["n_blocks"], head["seconds"]) == (2, 2, 5.0)
+    cancelled = summarize(scripted.cancelled_run())
+    assert cancelled["status"] == "cancelled" and cancelled["stopped_block"] == 1
+    assert cancelled["weight_sparsity"] == pytest.approx(0.5)
+    failed = summarize(scripted.failed_run())
+    assert failed["error"].startswith("NaN") and failed["category"] == "run"
+    assert summarize(scripted.finished_run()[:5])["status"] == "running"
+
+
+@pytest.mark.parametrize("event", scripted.every_event_type(), ids=lambda e: e.kind)
+def test_jsonl_round_trip(event: ev.Event) -> None:
+    line = ev.to_json(event)
+    assert "\n" not in line
+    assert ev.from_json(line) == event

@@ -1,0 +1,162 @@
+"""The runner: every run directory ends with one terminal event, a report and no lock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from duogpt_tui import runner
+from duogpt_tui.report import render_markdown
+from duogpt_tui.runstore import RunDir
+from solver import events as ev
+from solver.config import RunConfig
+from solver.errors import InputError
+from tests.report import scripted
+
+
+def run_all(tmp_path: Path, source: Any) -> tuple[list[ev.Event], RunDir]:
+    """Execute a fake source to the end; return what was yielded and the run directory."""
+    run_dir = RunDir.create(scripted.CONFIG, out=tmp_path / "run")
+    yielded = list(runner.execute(scripted.CONFIG, run_dir, source=source))
+    return yielded, RunDir.open(run_dir.path)
+
+
+def assert_ended(run_dir: RunDir, kind: str) -> None:
+    """One terminal event, last, of ``kind``; a report rendered from the events; no lock."""
+    events = run_dir.events()
+    assert [e.kind for e in events if ev.is_terminal(e)] == [kind]
+    assert ev.is_terminal(events[-1])
+    expected = render_markdown(events, config=scripted.CONFIG.to_dict())
+    assert (run_dir.path / "report.md").read_text(encoding="utf-8") == expected
+    assert not (run_dir.path / "run.lock").exists()
+    assert run_dir.status() == kind
+
+
+def test_a_finished_run_is_recorded_and_reported(tmp_path: Path) -> None:
+    seen: list[Any] = []
+
+    def source(config: RunConfig, cancel: Any, workdir: Path) -> Iterator[ev.Event]:
+        seen.append((config, cancel, workdir))
+        yield from scripted.finished_run()
+
+    yielded, run_dir = run_all(tmp_path, source)
+    assert yielded == scripted.finished_run() == run_dir.events()
+    assert seen == [(scripted.CONFIG, None, run_dir.path)]
+    assert_ended(run_dir, "finished")
+
+
+def test_a_raising_source_ends_with_a_failed_event(tmp_path: Path) -> None:
+    yielded, run_dir = run_all(tmp_path, scripted.raising_source(after=3))
+    failed = yielded[-1]
+    assert isinstance(failed, ev.Failed) and failed.category == "run"
+    assert "ZeroDivisionError: boom" in failed.error and "\n" not in failed.error
+    assert "Traceback" in failed.detail
+    assert failed.t == yielded[-2].t
+    assert_ended(run_dir, "failed")
+
+
+def test_an_input_error_from_the_source_is_an_input_failure(tmp_path: Path) -> None:
+    def source(config: RunConfig, cancel: Any, workdir: Path) -> Iterator[ev.Event]:
+        raise InputError("model 'x' not found: give a built-in name")
+        yield  # pragma: no cover
+
+    yielded, run_dir = run_all(tmp_path, source)
+    assert yielded == run_dir.events()
+    [failed] = yielded
+    assert isinstance(failed, ev.Failed)
+    assert (failed.category, failed.error) == ("input", "model 'x' not found: give a built-in name")
+    assert_ended(run_dir, "failed")
+
+
+def test_a_source_without_a_terminal_event_ends_failed(tmp_path: Path) -> None:
+    yielded, run_dir = run_all(tmp_path, scripted.silent_source())
+    assert isinstance(yielded[-1], ev.Failed)
+    assert "without saying how the run ended" in yielded[-1].error
+    assert_ended(run_dir, "failed")
+
+
+def test_events_after_the_terminal_one_are_dropped(tmp_path: Path) -> None:
+    events = [*scripted.cancelled_run(), ev.Note(text="late"), ev.Finished(t=9.0)]
+    yielded, run_dir = run_all(tmp_path, scripted.scripted_source(events))
+    assert yielded == scripted.cancelled_run()
+    assert_ended(run_dir, "cancelled")
+
+
+def test_closing_the_generator_early_records_a_cancel(tmp_path: Path) -> None:
+    closed: list[bool] = []
+
+    def source(config: RunConfig, cancel: Any, workdir: Path) -> Iterator[ev.Event]:
+        try:
+            yield from scripted.finished_run()
+        finally:
+            closed.append(True)
+
+    run_dir = RunDir.create(scripted.CONFIG, out=tmp_path / "run")
+    events = runner.execute(scripted.CONFIG, run_dir, source=source)
+    for _, event in zip(range(8), events, strict=False):
+        assert not ev.is_terminal(event)
+    events.close()
+    assert closed == [True], "the source is closed too"
+    cancelled = RunDir.open(run_dir.path).events()[-1]
+    assert isinstance(cancelled, ev.Cancelled) and cancelled.block == 0
+    assert_ended(RunDir.open(run_dir.path), "cancelled")
+
+
+def test_keyboard_interrupt_records_a_cancel_and_propagates(tmp_path: Path) -> None:
+    def source(config: RunConfig, cancel: Any, workdir: Path) -> Iterator[ev.Event]:
+        yield from scripted.finished_run()[:4]
+        raise KeyboardInterrupt
+
+    run_dir = RunDir.create(scripted.CONFIG, out=tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        list(runner.execute(scripted.CONFIG, run_dir, source=source))
+    assert_ended(RunDir.open(run_dir.path), "cancelled")
+
+
+def test_the_cancel_token_reaches_the_source(tmp_path: Path) -> None:
+    class Token:
+        def is_set(self) -> bool:
+            return True
+
+    token = Token()
+    got: list[Any] = []
+
+    def source(config: RunConfig, cancel: Any, workdir: Path) -> Iterator[ev.Event]:
+        got.append(cancel)
+        yield ev.Cancelled(t=0.0)
+
+    run_dir = RunDir.create(scripted.CONFIG, out=tmp_path / "run")
+    list(runner.execute(scripted.CONFIG, run_dir, cancel=token, source=source))
+    assert got == [token]
+
+
+def test_a_report_bug_does_not_lose_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("report bug")
+
+    monkeypatch.setattr(runner.report, "render_markdown", broken)
+    run_dir = RunDir.create(scripted.CONFIG, out=tmp_path / "run")
+    list(
+        runner.execute(
+            scripted.CONFIG, run_dir, source=scripted.scripted_source(scripted.finished_run())
+        )
+    )
+    assert any("report bug" in note for note in run_dir.notes)
+    assert RunDir.open(run_dir.path).status() == "finished"
+    assert not (run_dir.path / "run.lock").exists()
+
+
+def test_a_missing_pipeline_ends_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> Any:
+        raise ImportError("No module named 'solver.pipeline'")
+
+    monkeypatch.setattr(runner, "pipeline_source", missing)
+    run_dir = RunDir.create(scripted.CONFIG, out=tmp_path / "run")
+    [failed] = list(runner.execute(scripted.CONFIG, run_dir))
+    assert isinstance(failed, ev.Failed) and "ImportError" in failed.error
+    assert_ended(RunDir.open(run_dir.path), "failed")

@@ -1,0 +1,72 @@
+"""Streaming layer statistics (ALGORITHM.md §2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from solver.stats import LayerStats
+
+F64 = torch.float64
+
+
+def _inputs(seed: int = 0, tokens: int = 30, k: int = 6):
+    gen = torch.Generator().manual_seed(seed)
+    dense = torch.randn(tokens, k, generator=gen, dtype=F64)
+    sparse = dense * (torch.rand(tokens, k, generator=gen, dtype=F64) > 0.4)
+    return sparse, dense
+
+
+def test_batches_equal_one_shot() -> None:
+    sparse, dense = _inputs()
+    one = LayerStats.empty(6, dtype=F64)
+    one.add(sparse, dense)
+    many = LayerStats.empty(6, dtype=F64)
+    for lo, hi in ((0, 7), (7, 8), (8, 20), (20, 30)):
+        many.add(sparse[lo:hi].reshape(1, hi - lo, 6), dense[lo:hi].reshape(1, hi - lo, 6))
+    dx = dense - sparse
+    m = 30
+    torch.testing.assert_close(one.H, sparse.T @ sparse / m)
+    torch.testing.assert_close(one.G, dx.T @ sparse / m)
+    torch.testing.assert_close(one.D, dx.T @ dx / m)
+    for name in ("H", "G", "D"):
+        torch.testing.assert_close(getattr(many, name), getattr(one, name))
+    torch.testing.assert_close(many.g, (dx * dx).sum(dim=0) / m)
+    torch.testing.assert_close(many.H_dense, dense.T @ dense / m)
+    assert many.count == one.count == 30
+    assert many.zeros == one.zeros == int((sparse == 0).sum())
+    assert many.entries == 180
+    assert many.act_sparsity == pytest.approx(float((sparse == 0).double().mean()))
+
+
+def test_without_dense_input_the_mismatch_is_zero() -> None:
+    sparse, dense = _inputs(1)
+    stats = LayerStats.empty(6, dtype=F64)
+    assert not stats.has_dense
+    stats.add(sparse[:10])
+    assert not stats.has_dense
+    assert torch.all(stats.G == 0) and torch.all(stats.g == 0)
+    stats.add(sparse[10:], dense[10:])  # the first 10 tokens count with dX = 0
+    assert stats.has_dense
+    dx = dense - sparse
+    dx[:10] = 0
+    torch.testing.assert_close(stats.H, sparse.T @ sparse / 30)
+    torch.testing.assert_close(stats.G, dx.T @ sparse / 30)
+    torch.testing.assert_close(stats.D, dx.T @ dx / 30)
+    stats.add(sparse[:10])  # after materialising, sparse-only batches rescale G and D
+    torch.testing.assert_close(stats.G, dx.T @ sparse / 40)
+
+
+def test_dtype_device_and_shapes() -> None:
+    stats = LayerStats.empty(4)
+    assert stats.H.dtype == torch.float32 and stats.k == 4
+    assert stats.act_sparsity == 0.0
+    stats.add(torch.ones(2, 3, 4, dtype=torch.float16), torch.ones(2, 3, 4, dtype=torch.bfloat16))
+    assert stats.H.dtype == stats.G.dtype == torch.float32
+    assert stats.count == 6
+    stats.add(torch.zeros(0, 4))  # nothing
+    assert stats.count == 6
+    with pytest.raises(ValueError):
+        stats.add(torch.ones(2, 5))
+    with pytest.raises(ValueError):
+        stats.add(torch.ones(2, 4), torch.ones(3, 4))
