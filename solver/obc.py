@@ -435,22 +435,34 @@ def layer_objective(weight: Tensor, new_weight: Tensor, stats: LayerStats) -> fl
     Returns:
         The ratio, or 0.0 when the denominator is 0 (no signal).
     """
+    return layer_errors(weight, new_weight, stats, dtype=torch.float64)[1]
+
+
+def layer_errors(
+    weight: Tensor, new_weight: Tensor, stats: LayerStats, *, dtype: torch.dtype = torch.float32
+) -> tuple[float, float]:
+    """The normalised objective before (``W' = W``) and after pruning, sharing the work.
+
+    Four ``n x k x k`` products in ``dtype`` (float32 by default: the figures are for display
+    and comparison; :func:`layer_objective` uses float64 for the exactness tests).
+
+    Returns:
+        ``(error_before, error_after)``, each 0.0 when ``||W X~||`` is 0.
+    """
     dev = stats.H.device
-    W = weight.detach().to(device=dev, dtype=torch.float64)
-    dW = new_weight.detach().to(device=dev, dtype=torch.float64) - W
-    H = stats.H.to(torch.float64)
-    whw = float((W @ H * W).sum())  # tr(W H W^T)
-    num = float((dW @ H * dW).sum())  # tr(dW H dW^T)
-    del H
+    W = weight.detach().to(device=dev, dtype=dtype)
+    dW = new_weight.detach().to(device=dev, dtype=dtype) - W
+    whw = float((W @ stats.H.to(dtype) * W).sum())  # tr(W H W^T)
+    num = float((dW @ stats.H.to(dtype) * dW).sum())  # tr(dW H dW^T)
     wgw = wdw = 0.0
     if stats.has_dense:
-        WG = W @ stats.G.to(torch.float64)
+        WG = W @ stats.G.to(dtype)
         wgw = float((WG * W).sum())  # tr(W G W^T) = tr(W G^T W^T)
         num -= 2 * float((WG * dW).sum())  # tr(dW G^T W^T) = <W G, dW>
         del WG
-        wdw = float((W @ stats.D.to(torch.float64) * W).sum())  # tr(W D W^T)
+        wdw = float((W @ stats.D.to(dtype) * W).sum())  # tr(W D W^T)
         num += wdw
     den = whw + 2 * wgw + wdw
     if den <= 0 or not math.isfinite(den):
-        return 0.0
-    return max(num, 0.0) / den
+        return 0.0, 0.0
+    return max(wdw, 0.0) / den, max(num, 0.0) / den

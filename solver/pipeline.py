@@ -53,7 +53,7 @@ from solver.events import (
     RunStarted,
 )
 from solver.masks import apply_mask, magnitude_mask, row_density_histogram, wanda_mask
-from solver.obc import layer_objective, prune_obc
+from solver.obc import layer_errors, prune_obc
 from solver.stats import LayerStats
 
 
@@ -630,8 +630,7 @@ class _Driver:
             )
         seconds = time.monotonic() - tick
         timings["solve"] += seconds
-        error_before = layer_objective(original, original, stats)
-        error_after = layer_objective(original, new, stats)
+        error_before, error_after = layer_errors(original, new, stats)
         weight.copy_(new.to(weight.dtype))
         counts, edges = row_density_histogram(weight)
         return LayerSolved(

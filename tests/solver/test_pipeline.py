@@ -1,0 +1,201 @@
+"""The layer-by-layer driver on ``tiny-random``: events contract, structure, cancel, failures."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from solver.config import RunConfig
+from solver.evaluate import evaluate
+from solver.events import (
+    BlockFinished,
+    BlockStarted,
+    Event,
+    Failed,
+    Finished,
+    LayerSolved,
+    PerplexityMeasured,
+    RunStarted,
+    from_json,
+    is_terminal,
+    to_json,
+)
+from solver.pipeline import preflight, run
+
+TINY = RunConfig(
+    model="tiny-random",
+    calib="sotu",
+    eval="moby-dick",
+    nsamples=4,
+    seqlen=32,
+    eval_windows=2,
+    batch_size=2,
+)
+
+
+def collect(config: RunConfig, **kwargs: object) -> list[Event]:
+    """All events of one run."""
+    return list(run(config, **kwargs))  # type: ignore[arg-type]
+
+
+def of(events: list[Event], cls: type) -> list:
+    """The events of one type."""
+    return [e for e in events if isinstance(e, cls)]
+
+
+@pytest.fixture(scope="module")
+def duogpt_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Event], Path]:
+    """One DuoGPT run on tiny-random that saves its model."""
+    workdir = tmp_path_factory.mktemp("run")
+    return collect(TINY, workdir=workdir), workdir
+
+
+def test_events_contract(duogpt_run: tuple[list[Event], Path]) -> None:
+    events, _ = duogpt_run
+    assert sum(is_terminal(e) for e in events) == 1
+    assert isinstance(events[-1], Finished)
+    started = of(events, RunStarted)
+    assert len(started) == 1
+    n_blocks, n_layers = started[0].n_blocks, started[0].n_layers
+    assert n_blocks == 2 and n_layers == 14
+    assert [e.block for e in of(events, BlockStarted)] == list(range(n_blocks))
+    assert [e.block for e in of(events, BlockFinished)] == list(range(n_blocks))
+    solved = of(events, LayerSolved)
+    assert len(solved) == n_layers
+    assert {e.layer_type for e in solved} == {"q", "k", "v", "o", "gate", "up", "down"}
+    times = [e.t for e in events]
+    assert times == sorted(times)
+    labels = [e.label for e in of(events, PerplexityMeasured)]
+    assert labels == ["dense", "dense_act", "pruned"]
+    for event in events:  # every event survives the JSONL round trip
+        assert from_json(to_json(event)) == event
+
+
+def test_achieved_weight_and_activation_sparsity(duogpt_run: tuple[list[Event], Path]) -> None:
+    events, _ = duogpt_run
+    for layer in of(events, LayerSolved):
+        assert layer.weight_sparsity == pytest.approx(0.5, abs=1e-9)
+        # top-k on d inputs zeroes floor(d/2): exactly half for the tiny widths (64, 128)
+        assert layer.act_sparsity == pytest.approx(0.5, abs=1e-3)
+        assert layer.error_after >= 0 and layer.error_before >= 0
+        assert sum(layer.histogram) == layer.shape[0]
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    assert finished.weight_sparsity == pytest.approx(0.5, abs=1e-9)
+    assert finished.act_sparsity == pytest.approx(0.5, abs=1e-3)
+
+
+def test_saved_model_reproduces_the_run_perplexity(duogpt_run: tuple[list[Event], Path]) -> None:
+    events, workdir = duogpt_run
+    model_dir = workdir / "model"
+    settings = json.loads((model_dir / "activation_sparsity.json").read_text())
+    assert settings["sparsity"] == 0.5 and settings["rule"] == "topk"
+    pruned = next(e for e in of(events, PerplexityMeasured) if e.label == "pruned")
+    result = evaluate(str(workdir), eval_text="moby-dick", windows=2, seqlen=32, device="cpu")
+    assert result["ppl"] == pytest.approx(pruned.ppl, rel=1e-4)
+    assert result["act_sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_nm_pattern_gives_exactly_n_zeros_per_group(tmp_path: Path) -> None:
+    events = collect(TINY.replace(pattern="2:4", eval_windows=0), workdir=tmp_path)
+    assert isinstance(events[-1], Finished)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    checked = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and ".layers." in name:
+            zeros = (module.weight.reshape(module.weight.shape[0], -1, 4) == 0).sum(-1)
+            assert bool((zeros == 2).all()), name
+            checked += 1
+    assert checked == 14
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda", "magnitude"])
+def test_baselines_reach_the_target_sparsity(method: str) -> None:
+    events = collect(TINY.replace(method=method, weight_sparsity=0.6, eval_windows=0))
+    assert isinstance(events[-1], Finished), events[-1]
+    for layer in of(events, LayerSolved):
+        assert layer.weight_sparsity == pytest.approx(0.6, abs=0.02)
+
+
+def test_dense_method_keeps_weights_and_matches_dense_act() -> None:
+    events = collect(TINY.replace(method="dense"))
+    finished = events[-1]
+    assert isinstance(finished, Finished) and finished.weight_sparsity < 0.01
+    ppl = {e.label: e.ppl for e in of(events, PerplexityMeasured)}
+    assert ppl["pruned"] != ppl["dense"]  # activation sparsity changes the figure
+
+
+def test_threshold_rule_saves_and_reuses_thresholds(tmp_path: Path) -> None:
+    events = collect(TINY.replace(act_rule="threshold"), workdir=tmp_path)
+    assert isinstance(events[-1], Finished)
+    settings = json.loads((tmp_path / "model" / "activation_sparsity.json").read_text())
+    assert len(settings["thresholds"]) == 14
+    assert all(t > 0 for t in settings["thresholds"].values())
+    pruned = next(e for e in of(events, PerplexityMeasured) if e.label == "pruned")
+    assert 0.3 < pruned.act_sparsity < 0.7  # calibrated, not exact, on unseen text
+    result = evaluate(str(tmp_path), windows=2, seqlen=32, device="cpu")
+    assert result["ppl"] == pytest.approx(pruned.ppl, rel=1e-4)
+
+
+def test_cancel_stops_within_one_block() -> None:
+    cancel = threading.Event()
+    events: list[Event] = []
+    for event in run(TINY.replace(eval_windows=0), cancel):
+        events.append(event)
+        if isinstance(event, LayerSolved) and event.block == 0:
+            cancel.set()
+    assert events[-1].kind == "cancelled"
+    assert events[-1].block == 0  # type: ignore[attr-defined]
+    assert not any(isinstance(e, BlockStarted) and e.block == 1 for e in events)
+    assert len(of(events, LayerSolved)) == 1  # checked between layers
+
+
+def test_proxy_perplexity_every_block() -> None:
+    events = collect(TINY.replace(proxy_every=1, proxy_windows=1))
+    proxies = [e for e in of(events, PerplexityMeasured) if e.label == "proxy"]
+    assert [p.block for p in proxies] == [0]  # not after the last block: the final eval covers it
+    assert proxies[0].windows == 1
+
+
+def test_bad_model_becomes_an_input_failure(tmp_path: Path) -> None:
+    (tmp_path / "not-a-model").mkdir()
+    events = collect(TINY.replace(model=str(tmp_path / "not-a-model")))
+    assert len(events) >= 1 and isinstance(events[-1], Failed)
+    assert events[-1].category == "input"
+    assert "\n" not in events[-1].error
+
+
+def test_seqlen_beyond_context_is_refused() -> None:
+    events = collect(TINY.replace(seqlen=4096))
+    assert isinstance(events[-1], Failed) and events[-1].category == "input"
+    assert "--seqlen" in events[-1].error
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"model": "./nope"}, "not found"),
+        ({"calib": "/no/such.txt"}, "--calib"),
+        ({"weight_sparsity": 1.5}, "--weight-sparsity"),
+        ({"pattern": "4:2"}, "pattern"),
+    ],
+)
+def test_preflight_refuses_bad_input(changes: dict, needle: str) -> None:
+    from solver.errors import InputError
+
+    with pytest.raises(InputError, match=needle):
+        preflight(TINY.replace(**changes))
+
+
+def test_preflight_refuses_cuda_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    from solver import system
+    from solver.errors import InputError
+
+    monkeypatch.setattr(system, "cuda_available", lambda: False)
+    with pytest.raises(InputError, match="CUDA is not available"):
+        preflight(TINY.replace(device="cuda"))
