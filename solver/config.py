@@ -47,6 +47,8 @@ class RunConfig:
     proxy_every: int = 0  # measure a cheap proxy perplexity every N blocks; 0 = off
     proxy_windows: int = 4  # windows for the proxy perplexity
     save_model: bool = True  # save the pruned model into the run directory
+    checkpoints: bool = True  # checkpoint after every block into the run directory (--resume)
+    keep_checkpoints: bool = False  # keep the checkpoints after the run has finished
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready)."""

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from solver import system
+from solver import checkpoint, system
 from solver.activations import (
     ActivationSparsifier,
     calibrate_threshold,
@@ -135,7 +135,10 @@ def _check_text_spec(flag: str, spec: str) -> None:
 
 
 def run(
-    config: RunConfig, cancel: CancelToken | None = None, workdir: Path | None = None
+    config: RunConfig,
+    cancel: CancelToken | None = None,
+    workdir: Path | None = None,
+    resume: bool = False,
 ) -> Iterator[Event]:
     """Prune a model as ``config`` says and yield the run's events.
 
@@ -146,7 +149,11 @@ def run(
         config: what to run.
         cancel: checked between layers and batches; ``None`` never cancels.
         workdir: the run directory; the pruned model goes to ``workdir / "model"`` when
-            ``config.save_model`` is set.
+            ``config.save_model`` is set, and per-block checkpoints to
+            ``workdir / "checkpoints"`` when ``config.checkpoints`` is set.
+        resume: continue from the checkpoint in ``workdir`` (after its last complete block);
+            the events before it (run started, dense perplexities, finished blocks) are not
+            repeated.
     """
     start = time.monotonic()
     state = _State()
@@ -154,7 +161,7 @@ def run(
     try:
         config.validate()
         device = system.resolve_device(config.device)
-        driver = _Driver(config, cancel or _Never(), workdir, start, state, device)
+        driver = _Driver(config, cancel or _Never(), workdir, start, state, device, resume)
         yield from driver.events()
     except _CancelRequested:
         yield Cancelled(t=_since(start), block=state.block)
@@ -202,6 +209,7 @@ class _Driver:
         start: float,
         state: _State,
         device: torch.device,
+        resume: bool = False,
     ) -> None:
         self.config = config
         self.cancel = cancel
@@ -211,6 +219,12 @@ class _Driver:
         self.device = device
         self.nm = config.nm
         self.sparse_calibration = config.method == "duogpt" and config.act_sparsity > 0
+        self.resume = resume
+        self.checkpoint_dir: Path | None = None
+        if workdir is not None and (config.checkpoints or resume):
+            self.checkpoint_dir = Path(workdir) / checkpoint.CHECKPOINT_DIR
+        if resume and self.checkpoint_dir is None:
+            raise InputError("resuming needs the run directory that holds the checkpoint")
 
     # ------------------------------------------------------------------ helpers
     def t(self) -> float:
@@ -271,9 +285,47 @@ class _Driver:
                     f"of {config.seqlen} tokens (asked for {config.eval_windows})",
                 )
         self.state.timings["load"] += time.monotonic() - tick
-        blocks = adapter.blocks(model)
         linears = adapter.all_linears(model)
         yield Progress(t=self.t(), phase="load", done=3, total=3, label="ready")
+        if self.resume:
+            yield from self.resumed(model, adapter, calib, windows, protocol)
+        else:
+            yield from self.fresh(loaded, adapter, calib, windows, protocol, calib_name)
+        if windows is not None:
+            yield from self.evaluate(model, adapter, windows, protocol, "pruned")
+        model_dir = ""
+        if config.save_model and self.workdir is not None:
+            yield Progress(t=self.t(), phase="save", done=0, total=1, label="model")
+            model_dir = str(self.save(loaded, adapter))
+            yield Progress(t=self.t(), phase="save", done=1, total=1, label="model")
+        if self.checkpoint_dir is not None and not config.keep_checkpoints:
+            checkpoint.remove(self.checkpoint_dir)
+        zeros = sum(int((m.weight == 0).sum()) for m in linears.values())
+        total = sum(m.weight.numel() for m in linears.values())
+        yield Finished(
+            t=self.t(),
+            seconds=self.t(),
+            weight_sparsity=zeros / max(total, 1),
+            act_sparsity=self.state_act_sparsity(),
+            peak_memory_mb=system.peak_memory_mb(self.device),
+            model_dir=model_dir,
+            timings={k: round(v, 3) for k, v in self.state.timings.items()},
+        )
+
+    def fresh(
+        self,
+        loaded: Any,
+        adapter: ModelAdapter,
+        calib: torch.Tensor,
+        windows: torch.Tensor | None,
+        protocol: dict[str, Any],
+        calib_name: str,
+    ) -> Iterator[Event]:
+        """A new run: announce it, measure the dense model, prune every block."""
+        config = self.config
+        model = loaded.model
+        blocks = adapter.blocks(model)
+        linears = adapter.all_linears(model)
         yield RunStarted(
             t=self.t(),
             config=config.to_dict(),
@@ -302,24 +354,27 @@ class _Driver:
                 yield from self.evaluate(model, adapter, windows, protocol, "dense_act")
         if config.method != "dense" or config.act_rule == "threshold":
             yield from self.prune(model, adapter, calib, windows, protocol)
-        if windows is not None:
-            yield from self.evaluate(model, adapter, windows, protocol, "pruned")
-        model_dir = ""
-        if config.save_model and self.workdir is not None:
-            yield Progress(t=self.t(), phase="save", done=0, total=1, label="model")
-            model_dir = str(self.save(loaded, adapter))
-            yield Progress(t=self.t(), phase="save", done=1, total=1, label="model")
-        zeros = sum(int((m.weight == 0).sum()) for m in linears.values())
-        total = sum(m.weight.numel() for m in linears.values())
-        yield Finished(
+
+    def resumed(
+        self,
+        model: nn.Module,
+        adapter: ModelAdapter,
+        calib: torch.Tensor,
+        windows: torch.Tensor | None,
+        protocol: dict[str, Any],
+    ) -> Iterator[Event]:
+        """Continue a run from its checkpoint: restore the pruned blocks and the two streams."""
+        assert self.checkpoint_dir is not None
+        saved = checkpoint.load(self.checkpoint_dir, adapter.blocks(model), adapter.layer_names)
+        self.start -= saved.elapsed
+        self.state.thresholds.update(saved.thresholds)
+        for part, seconds in saved.timings.items():
+            self.state.timings[part] = self.state.timings.get(part, 0.0) + seconds
+        yield Note(
             t=self.t(),
-            seconds=self.t(),
-            weight_sparsity=zeros / max(total, 1),
-            act_sparsity=self.state_act_sparsity(),
-            peak_memory_mb=system.peak_memory_mb(self.device),
-            model_dir=model_dir,
-            timings={k: round(v, 3) for k, v in self.state.timings.items()},
+            text=f"resumed from the checkpoint after block {saved.block}",
         )
+        yield from self.prune(model, adapter, calib, windows, protocol, saved)
 
     def state_act_sparsity(self) -> float:
         """Measured activation sparsity of the final evaluation, else of the calibration."""
@@ -399,15 +454,25 @@ class _Driver:
         calib: torch.Tensor,
         windows: torch.Tensor | None,
         protocol: dict[str, Any],
+        saved: checkpoint.Checkpoint | None = None,
     ) -> Iterator[Event]:
-        """Walk the decoder blocks with the two streams and prune each block's layers."""
+        """Walk the decoder blocks with the two streams and prune each block's layers.
+
+        With ``saved``, the streams come from the checkpoint and pruning starts after its block.
+        """
         config = self.config
         blocks = adapter.blocks(model)
         batches = list(torch.split(calib, config.batch_size))
         tick = time.monotonic()
         hidden, extras = capture_block_inputs(model, blocks[0], batches)
-        dense = [h.to(self.device) for h in hidden]
-        compressed = [h.clone() for h in dense]
+        if saved is None:
+            first = 0
+            dense = [h.to(self.device) for h in hidden]
+            compressed = [h.clone() for h in dense]
+        else:
+            first = saved.block + 1
+            dense = [h.to(self.device) for h in saved.dense]
+            compressed = [h.to(self.device) for h in saved.compressed]
         extras = [move_kwargs(kw, self.device) for kw in extras]
         self.state.timings["forward"] += time.monotonic() - tick
         hidden_size = int(dense[0].shape[-1])
@@ -421,11 +486,24 @@ class _Driver:
             ),
         )
         for index, block in enumerate(blocks):
+            if index < first:
+                continue
             self.check_cancel()
             self.state.block = index
             yield from self.prune_block(
                 index, len(blocks), block, adapter, dense, compressed, extras
             )
+            if self.checkpoint_dir is not None:
+                checkpoint.save_block(
+                    self.checkpoint_dir,
+                    index,
+                    adapter.linears(block),
+                    dense,
+                    compressed,
+                    self.state.thresholds,
+                    self.state.timings,
+                    elapsed=time.monotonic() - self.start,
+                )
             every = config.proxy_every
             if (
                 windows is not None

@@ -199,3 +199,37 @@ def test_preflight_refuses_cuda_without_cuda(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(system, "cuda_available", lambda: False)
     with pytest.raises(InputError, match="CUDA is not available"):
         preflight(TINY.replace(device="cuda"))
+
+
+def test_resume_after_cancel_gives_the_uninterrupted_result(
+    duogpt_run: tuple[list[Event], Path], tmp_path: Path
+) -> None:
+    events, _ = duogpt_run
+    uninterrupted = next(e for e in of(events, PerplexityMeasured) if e.label == "pruned")
+    cancel = threading.Event()
+    first: list[Event] = []
+    for event in run(TINY, cancel, tmp_path):
+        first.append(event)
+        if isinstance(event, BlockFinished) and event.block == 0:
+            cancel.set()
+    assert first[-1].kind == "cancelled"
+    assert (tmp_path / "checkpoints" / "state.json").is_file()
+    assert not (tmp_path / "model").exists()
+    second = list(run(TINY, None, tmp_path, resume=True))
+    assert isinstance(second[-1], Finished), second[-1]
+    assert [e.block for e in of(second, BlockStarted)] == [1]  # block 0 was not redone
+    assert not of(second, RunStarted)
+    resumed = next(e for e in of(second, PerplexityMeasured) if e.label == "pruned")
+    assert resumed.ppl == pytest.approx(uninterrupted.ppl, rel=1e-6)
+    assert not (tmp_path / "checkpoints").exists()  # removed once finished
+
+
+def test_keep_checkpoints_and_resume_without_checkpoint(tmp_path: Path) -> None:
+    events = collect(TINY.replace(eval_windows=0, keep_checkpoints=True), workdir=tmp_path)
+    assert isinstance(events[-1], Finished)
+    assert (tmp_path / "checkpoints" / "block-0001.pt").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    failed = list(run(TINY, None, empty, resume=True))[-1]
+    assert isinstance(failed, Failed) and failed.category == "input"
+    assert "no checkpoint" in failed.error
