@@ -1,0 +1,112 @@
+"""Perplexity on non-overlapping token windows (ALGORITHM.md §7, the evaluation protocol).
+
+Each window of ``S`` tokens is scored on its own: the model sees the window (no BOS, no cache,
+no context carried over from the previous window) and predicts its last ``S - 1`` tokens. The
+perplexity is ``exp`` of the mean next-token negative log-likelihood over all predicted tokens
+of all windows. The windows come from :func:`solver.data.eval_windows`, whose protocol
+(:func:`solver.data.eval_protocol`) is recorded with every figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from solver.errors import InputError, RunError
+
+__all__ = ["EvalCancelled", "perplexity"]
+
+
+class CancelToken(Protocol):
+    """Anything with ``is_set()``: a ``threading.Event``, a Textual worker's cancelled event."""
+
+    def is_set(self) -> bool:
+        """True once cancellation was asked for."""
+        ...
+
+
+class EvalCancelled(Exception):
+    """The evaluation was cancelled between two batches; carries the windows done so far.
+
+    Attributes:
+        done: windows evaluated before the cancel was seen.
+        total: windows that were to be evaluated.
+    """
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"evaluation cancelled after {done} of {total} windows")
+        self.done = done
+        self.total = total
+
+
+@torch.no_grad()
+def perplexity(
+    model: Any,
+    windows: torch.LongTensor,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 4,
+    cancel: CancelToken | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> float:
+    """Perplexity of a causal LM on ``[W, S]`` non-overlapping windows.
+
+    The model is not moved: the caller places it (and sets eval mode); only the token batches go
+    to ``device``. The NLL is summed in float64 from float32 log-probabilities, whatever the
+    model's dtype.
+
+    Args:
+        model: a causal LM whose forward takes ``input_ids`` and ``use_cache`` and returns
+            ``.logits`` of shape ``[B, S, V]``.
+        windows: ``[W, S]`` token ids, ``S >= 2``.
+        device: where the batches are sent (the model's device).
+        batch_size: windows per forward pass.
+        cancel: checked before each batch; when set, :class:`EvalCancelled` is raised.
+        progress: called as ``progress(windows_done, windows_total)`` after each batch.
+
+    Returns:
+        ``exp(mean next-token NLL)``.
+
+    Raises:
+        InputError: the windows are not a non-empty ``[W, S >= 2]`` integer tensor, or
+            ``batch_size < 1``.
+        EvalCancelled: ``cancel`` was set.
+        RunError: the result is not finite (NaN/Inf logits).
+    """
+    if windows.dim() != 2 or windows.shape[0] < 1 or windows.shape[1] < 2:
+        raise InputError(
+            f"perplexity needs [windows, seqlen >= 2] tokens, got shape {list(windows.shape)}: "
+            "use a longer evaluation text or a larger --seqlen"
+        )
+    if windows.dtype.is_floating_point or windows.dtype == torch.bool:
+        raise InputError(f"perplexity needs integer token ids, got {windows.dtype}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
+    total = int(windows.shape[0])
+    nll_sum = 0.0  # float64 accumulator
+    predicted = 0
+    for start in range(0, total, batch_size):
+        if cancel is not None and cancel.is_set():
+            raise EvalCancelled(start, total)
+        batch = windows[start : start + batch_size].to(device=device, dtype=torch.long)
+        logits = model(input_ids=batch, use_cache=False).logits  # [B, S, V]
+        for row in range(batch.shape[0]):  # one row at a time: float32 logits stay small
+            shift_logits = logits[row, :-1].float()  # [S-1, V]
+            targets = batch[row, 1:]  # [S-1]
+            nll_sum += float(F.cross_entropy(shift_logits, targets, reduction="sum").double())
+            predicted += int(targets.numel())
+        del logits
+        if progress is not None:
+            progress(min(start + batch_size, total), total)
+    mean_nll = nll_sum / predicted
+    value = math.exp(mean_nll) if math.isfinite(mean_nll) and mean_nll < 700 else math.inf
+    if not math.isfinite(value) or math.isnan(mean_nll):
+        raise RunError(
+            f"perplexity is not finite (mean NLL {mean_nll}): the model produced NaN/Inf logits; "
+            "check the pruned weights, or evaluate in float32"
+        )
+    return value

@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny seeded model for fast tests, the real default model for slow ones.
+
+* ``tiny_model`` (session): ``tiny-random`` with seed 0, shared by every test — never modify it;
+  take ``fresh_tiny_model`` for a private copy (it costs a few milliseconds).
+* ``default_model`` (session): the real SmolLM2-135M (``smollm2-135m``), from the user's cache
+  (the first use converts the GGUF, ~20 s). Tests that use it are marked ``slow`` automatically.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from solver.models import LoadedModel, load_model, tiny_random_model
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses the real default model as ``slow``."""
+    for item in items:
+        if "default_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> LoadedModel:
+    """``tiny-random`` (seed 0), shared across the session: do not modify it."""
+    return tiny_random_model(seed=0)
+
+
+@pytest.fixture
+def fresh_tiny_model() -> LoadedModel:
+    """A private ``tiny-random`` (seed 0) that the test may modify."""
+    return tiny_random_model(seed=0)
+
+
+@pytest.fixture(scope="session")
+def default_model() -> LoadedModel:
+    """The real SmolLM2-135M, loaded once per session (converted into the cache on first use)."""
+    return load_model("smollm2-135m")
