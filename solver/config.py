@@ -18,6 +18,7 @@ METHODS = ("duogpt", "sparsegpt", "wanda", "magnitude", "dense")
 ACT_RULES = ("topk", "threshold")
 RESIDUAL_VARIANTS = ("original", "pruned")
 DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class RunConfig:
     eval_windows: int = 16  # non-overlapping evaluation windows of seqlen tokens; 0 = skip
     seed: int = 0  # seeds the calibration sampling and everything random
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    dtype: str = "float32"  # model dtype; the solver's math is float32 whatever this is
     alpha: float = 0.125  # DuoGPT residual scale; 0 = SparseGPT on sparse-input statistics
     damping: float = 0.01  # relative Hessian damping (times the mean diagonal)
     block_size: int = 128  # columns per lazy-update block
@@ -94,6 +96,8 @@ class RunConfig:
             raise InputError(
                 f"unknown residual variant {self.residual_variant!r}: use original or pruned"
             )
+        if self.dtype not in DTYPES:
+            raise InputError(f"unknown dtype {self.dtype!r}: use {', '.join(DTYPES)}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise InputError(f"unknown device {self.device!r}: use auto, cpu or cuda")
         for name, value, low in (

@@ -254,7 +254,7 @@ class _Driver:
         torch.manual_seed(config.seed)
         tick = time.monotonic()
         yield Progress(t=self.t(), phase="load", done=0, total=3, label=f"model {config.model}")
-        loaded = load_model(config.model)
+        loaded = load_model(config.model, dtype=getattr(torch, config.dtype))
         model = loaded.model
         adapter = find_adapter(model)
         context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
