@@ -1,0 +1,479 @@
+"""The interactive workbench ``duogpt-tui``: the Textual App, its factory and the console entry.
+
+The App owns the run (ARCHITECTURE.md, "The Textual side"): one thread worker iterates
+``runner.execute`` and posts each solver event as a :class:`~duogpt_tui.messages.RunEvent`; the
+worker never touches widgets. One handler appends each event to the :class:`EventLog` and
+publishes :attr:`DuoGPTApp.log_changed`; the screens (modes ``setup``, ``run``, ``report``,
+``runs``) redraw from the log. Switching screens never stops the run; cancelling sets the run's
+cancel token and the solver ends with a cancelled event.
+
+For tests the event source, the pre-flight check and the setup catalog are injectable::
+
+    app = DuoGPTApp(source=fake_run, preflight=lambda config: None, runs_dir=tmp_path)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.reactive import var
+from textual.screen import Screen
+from textual.signal import Signal
+from textual.timer import Timer
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from duogpt_tui import runner
+from duogpt_tui.eventlog import EventLog
+from duogpt_tui.messages import RunEvent, RunLaunched, RunRefused
+from duogpt_tui.runstore import RUNS_ROOT, RunDir, read_events
+from screens.catalog import Catalog
+from screens.dialogs import ConfirmDialog, ErrorDialog
+from screens.help import HelpScreen
+from screens.report import ReportScreen
+from screens.run import RunScreen
+from screens.runs import RunsScreen
+from screens.setup import SetupScreen
+from solver.config import RunConfig
+from solver.errors import InputError
+from solver.events import Event, Failed, is_terminal
+
+FALLBACK_CATALOG = Catalog(
+    models={"smollm2-135m": "built-in", "tiny-random": "built-in"},
+    texts={"sotu": "built-in", "moby-dick": "built-in", "wikitext2": "dataset", "c4": "dataset"},
+)
+"""What setup offers until :meth:`Catalog.discover` has run (it imports torch)."""
+
+FOLLOW_SECONDS = 1.0
+"""How often a run opened from disk that is still running is read again."""
+
+
+class AnyEvent:
+    """A cancel token that is set when any of its events is set (``is_set()`` only)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        """Combine ``events``."""
+        self.events = events
+
+    def is_set(self) -> bool:
+        """True once any event is set."""
+        return any(event.is_set() for event in self.events)
+
+
+class DuoGPTApp(App[int]):
+    """The DuoGPT workbench: setup, live run, report and runs, as modes.
+
+    Attributes:
+        initial_config: the config the setup form starts from.
+        runs_dir: where runs are created and listed.
+        event_log: the events of the run shown (the current one or a reopened one).
+        log_changed: published with each new event (None when the log was replaced).
+        current_config: the shown run's configuration.
+        run_path: the shown run's directory.
+        last_export: the last report file written.
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "DuoGPT workbench"
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {
+        "setup": SetupScreen,
+        "run": RunScreen,
+        "report": ReportScreen,
+        "runs": RunsScreen,
+    }
+    DEFAULT_MODE = "setup"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1,question_mark", "help", "Help", key_display="?", id="help"),
+        Binding("f2", "switch_mode('setup')", "Setup", id="mode-setup"),
+        Binding("f3", "switch_mode('run')", "Run", id="mode-run"),
+        Binding("f4", "switch_mode('report')", "Report", id="mode-report"),
+        Binding("f5", "switch_mode('runs')", "Runs", id="mode-runs"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, id="quit"),
+    ]
+
+    catalog: var[Catalog] = var(FALLBACK_CATALOG)
+    """What the setup screen offers (models, texts, devices)."""
+
+    start_error: var[str] = var("")
+    """Why the last start was refused (one line; empty when it was not)."""
+
+    run_active: var[bool] = var(False, bindings=True)
+    """Whether this App's run worker is working."""
+
+    def __init__(
+        self,
+        *,
+        config: RunConfig | None = None,
+        runs_dir: Path | str = RUNS_ROOT,
+        source: runner.Source | None = None,
+        preflight: Callable[[RunConfig], None] | None = None,
+        catalog: Catalog | None = None,
+        open_path: Path | str | None = None,
+    ) -> None:
+        """Create the App.
+
+        Args:
+            config: prefills the setup form (defaults: ``RunConfig()``).
+            runs_dir: where runs are created and listed.
+            source: the event source (default: the real solver, ``solver.pipeline.run``).
+            preflight: the pre-flight check (default: ``solver.pipeline.preflight``).
+            catalog: the setup pickers' choices (default: discovered on a worker).
+            open_path: a run directory to open at start.
+        """
+        super().__init__()
+        self.initial_config = config or RunConfig()
+        self.runs_dir = Path(runs_dir)
+        self.event_log = EventLog()
+        self.log_changed: Signal[Event | None] = Signal(self, "log-changed")
+        self.current_config: RunConfig | None = None
+        self.run_path: Path | None = None
+        self.last_export: Path | None = None
+        self._source = source
+        self._preflight = preflight or runner.preflight
+        self._catalog_given = catalog is not None
+        if catalog is not None:
+            self.set_reactive(DuoGPTApp.catalog, catalog)
+        self._open_path = Path(open_path) if open_path is not None else None
+        self._token = 0
+        self._cancel = threading.Event()
+        self._quit_after_run = False
+        self._follow_timer: Timer | None = None
+        self._follow_count = 0
+
+    # ----------------------------------------------------------------------------- startup
+
+    def on_mount(self) -> None:
+        """Look for models in the background; open the run given on the command line."""
+        if not self._catalog_given:
+            self._discover_catalog()
+        if self._open_path is not None:
+            self.open_run(self._open_path)
+
+    @work(thread=True, exit_on_error=False, group="catalog", description="find models")
+    def _discover_catalog(self) -> Catalog:
+        """Find built-in and cached models and the devices (imports torch, so off the UI)."""
+        return Catalog.discover()
+
+    # ----------------------------------------------------------------------------- the run
+
+    def start_run(self, config: RunConfig) -> bool:
+        """Start pruning with ``config`` on the run worker (refused while a run is active).
+
+        Returns:
+            Whether the worker was started (the pre-flight check runs on it).
+        """
+        if self.run_active:
+            self.notify("A run is already in progress.", severity="warning")
+            return False
+        self.start_error = ""
+        self._token += 1
+        self._cancel = threading.Event()
+        self.run_active = True
+        self._run_worker(config, self._token, self._cancel)
+        return True
+
+    def cancel_run(self) -> None:
+        """Ask the run to stop: the solver ends with a cancelled event after the current layer."""
+        if self.run_active and not self._cancel.is_set():
+            self._cancel.set()
+            self.notify("Cancelling after the current layer…", title="Cancel")
+
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="prune",
+        description="DuoGPT pruning run",
+    )
+    def _run_worker(self, config: RunConfig, token: int, cancel: threading.Event) -> None:
+        """The run worker: pre-flight, run directory, then post every event (no widgets here)."""
+        worker = get_current_worker()
+        try:
+            self._preflight(config)
+            run_dir = RunDir.create(config, runs_root=self.runs_dir)
+        except InputError as error:
+            self.post_message(RunRefused(str(error), token))
+            return
+        self.post_message(RunLaunched(run_dir.path, config, token))
+        events = runner.execute(
+            config, run_dir, cancel=AnyEvent(cancel, worker.cancelled_event), source=self._source
+        )
+        for event in events:
+            self.post_message(RunEvent(event, token))
+
+    @on(RunRefused)
+    def _run_refused(self, message: RunRefused) -> None:
+        """The pre-flight check or the run store said no: one line on the setup screen."""
+        if message.token == self._token:
+            self.start_error = f"cannot start: {message.error}"
+            self.notify(message.error, title="Cannot start", severity="error")
+
+    @on(RunLaunched)
+    def _run_launched(self, message: RunLaunched) -> None:
+        """The run has a directory: show a fresh log on the run screen."""
+        if message.token != self._token:
+            return
+        self._stop_following()
+        self.run_path = message.path
+        self.current_config = message.config
+        self.event_log.reset()
+        self.log_changed.publish(None)
+        self.switch_mode("run")
+
+    @on(RunEvent)
+    def _run_event(self, message: RunEvent) -> None:
+        """Append the event to the log and tell the screens."""
+        if message.token != self._token:
+            return
+        self.add_event(message.event)
+        if is_terminal(message.event):
+            self._announce_end(message.event)
+            if self._quit_after_run:
+                self.exit(0)
+
+    def add_event(self, event: Event) -> None:
+        """Append one event to the log and publish it (the one place the log grows)."""
+        self.event_log.append(event)
+        self.log_changed.publish(event)
+
+    def _announce_end(self, event: Event) -> None:
+        """Say how the run ended."""
+        if isinstance(event, Failed):
+            self.notify(event.error, title="Run failed", severity="error", timeout=10)
+        else:
+            self.notify(self.event_log.activity(), title=f"Run {event.kind}")
+
+    @on(Worker.StateChanged)
+    def _worker_state(self, event: Worker.StateChanged) -> None:
+        """Track the run worker; an unexpected error goes to an error dialog, not a traceback."""
+        worker = event.worker
+        if worker.group == "catalog":
+            if event.state == WorkerState.SUCCESS and isinstance(worker.result, Catalog):
+                self.catalog = worker.result
+            elif event.state == WorkerState.ERROR:
+                self.notify(f"Could not look for models: {worker.error}", severity="warning")
+            return
+        if worker.group != "prune" or not worker.is_finished:
+            return
+        self.run_active = any(w.group == "prune" and not w.is_finished for w in self.workers)
+        if event.state == WorkerState.ERROR:
+            error = worker.error
+            text = f"{type(error).__name__}: {error}"
+            if self.event_log.events and self.event_log.terminal is None:
+                self.add_event(Failed(t=self.event_log.elapsed, error=text))
+            self.push_screen(ErrorDialog("The run stopped unexpectedly", text))
+        if self._quit_after_run and not self.run_active:
+            self.exit(0)
+
+    # ----------------------------------------------------------------------------- past runs
+
+    def open_run(self, path: Path | str) -> bool:
+        """Show a run directory's events in the run and report screens.
+
+        A run still being written by another process is followed (read again every second).
+
+        Returns:
+            Whether the run was opened.
+        """
+        path = Path(path)
+        same = self.run_path is not None and path.resolve() == self.run_path.resolve()
+        if same and (self.run_active or self.event_log.terminal is not None):
+            self.switch_mode("run")
+            return True
+        if self.run_active:
+            self.notify(
+                "A run is in progress: wait for it to end (or cancel it) before opening another.",
+                severity="warning",
+            )
+            return False
+        try:
+            run_dir = RunDir.open(path)
+            events = run_dir.events()
+            status = run_dir.status()
+        except InputError as error:
+            self.notify(str(error), title="Cannot open the run", severity="error")
+            return False
+        try:
+            self.current_config = run_dir.config()
+        except InputError:
+            self.current_config = None
+        self._stop_following()
+        self.run_path = path
+        self.event_log.reset(events)
+        self.log_changed.publish(None)
+        if status == "running":
+            self._follow_count = len(events)
+            self._follow_timer = self.set_interval(FOLLOW_SECONDS, self._follow)
+        self.switch_mode("run")
+        return True
+
+    def _follow(self) -> None:
+        """Read new events of a run that another process is writing."""
+        if self.run_path is None:
+            self._stop_following()
+            return
+        try:
+            events = read_events(self.run_path / "events.jsonl")
+        except InputError:
+            return
+        for event in events[self._follow_count :]:
+            self.add_event(event)
+        self._follow_count = len(events)
+        if self.event_log.terminal is not None or not RunDir(self.run_path).lock_owner_alive():
+            self._stop_following()
+
+    def _stop_following(self) -> None:
+        """Stop reading a run from disk."""
+        if self._follow_timer is not None:
+            self._follow_timer.stop()
+            self._follow_timer = None
+
+    def export_report(self, text: str, path: Path) -> Path:
+        """Write a report (atomically) and return where it went.
+
+        Raises:
+            InputError: the file cannot be written.
+        """
+        return RunDir(self.run_path or path.parent).write_report(text, path, overwrite=True)
+
+    # ----------------------------------------------------------------------------- actions
+
+    def action_help(self) -> None:
+        """Show the help screen."""
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """Quit; while a run is in progress, ask first and cancel it cleanly."""
+        if not self.run_active:
+            self.exit(0)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._quit_after_run = True
+                self.cancel_run()
+
+        self.push_screen(
+            ConfirmDialog(
+                "Quit while a run is in progress?",
+                "The run is cancelled after the current layer (its directory stays valid and is "
+                "marked cancelled); the workbench closes when it has stopped.",
+                yes="Cancel run and quit",
+                no="Keep running",
+            ),
+            answered,
+        )
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Dim the key of the mode already shown."""
+        if action == "switch_mode" and parameters and parameters[0] == self.current_mode:
+            return None
+        return True
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The command palette: the App's own commands, then Textual's."""
+        yield SystemCommand("Setup", "Choose the model, data and sparsities", self._go("setup"))
+        yield SystemCommand("Run", "Watch the run: progress, plots, layers", self._go("run"))
+        yield SystemCommand("Report", "The run's Markdown report", self._go("report"))
+        yield SystemCommand("Runs", "Past runs: open and compare", self._go("runs"))
+        if self.run_active:
+            yield SystemCommand("Cancel run", "Stop after the current layer", self.cancel_run)
+        yield SystemCommand("Help", "Keys and screens", self.action_help)
+        yield from super().get_system_commands(screen)
+
+    def _go(self, mode: str) -> Callable[[], None]:
+        """A callback that switches to ``mode``."""
+        return lambda: self.switch_mode(mode)
+
+
+# --------------------------------------------------------------------------------- console
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``duogpt-tui`` (the model/data options mirror ``duogpt prune``)."""
+    defaults = RunConfig()
+    parser = argparse.ArgumentParser(
+        prog="duogpt-tui",
+        description="Terminal workbench for DuoGPT dual-sparse pruning: set up a run, watch it "
+        "live, read and export its report, reopen and compare runs.",
+    )
+    parser.add_argument(
+        "run_dir", nargs="?", type=Path, help="open this run directory (finished or running)"
+    )
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_ROOT, help="where runs live")
+    parser.add_argument("--model", default=defaults.model, help="built-in, folder, .gguf or hub id")
+    parser.add_argument("--calib", default=defaults.calib, help="calibration text")
+    parser.add_argument("--eval", default=defaults.eval, help="evaluation text")
+    parser.add_argument("--method", default=defaults.method, help="pruning method")
+    parser.add_argument("--weight-sparsity", type=float, default=defaults.weight_sparsity)
+    parser.add_argument("--pattern", default=defaults.pattern, help="unstructured or N:M")
+    parser.add_argument("--act-sparsity", type=float, default=defaults.act_sparsity)
+    parser.add_argument("--nsamples", type=int, default=defaults.nsamples)
+    parser.add_argument("--seqlen", type=int, default=defaults.seqlen)
+    parser.add_argument("--eval-windows", type=int, default=defaults.eval_windows)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The setup form's starting config (not validated: setup shows what is wrong)."""
+    return RunConfig(
+        model=args.model,
+        calib=args.calib,
+        eval=args.eval,
+        method=args.method,
+        weight_sparsity=args.weight_sparsity,
+        pattern=args.pattern,
+        act_sparsity=args.act_sparsity,
+        nsamples=args.nsamples,
+        seqlen=args.seqlen,
+        eval_windows=args.eval_windows,
+        seed=args.seed,
+        device=args.device,
+    )
+
+
+def make_app(argv: Sequence[str] | None = None, **overrides: object) -> DuoGPTApp:
+    """The App for a command line (shared by :func:`main` and the tests).
+
+    Args:
+        argv: the arguments (without the program name); None reads ``sys.argv``.
+        overrides: keyword arguments for :class:`DuoGPTApp` (``source``, ``catalog``...).
+
+    Raises:
+        InputError: RUN_DIR is not a run directory.
+    """
+    args = build_parser().parse_args(argv)
+    if args.run_dir is not None:
+        RunDir.open(args.run_dir)  # a one-line InputError before the screen takes over
+    options: dict[str, object] = {
+        "config": config_from_args(args),
+        "runs_dir": args.runs_dir,
+        "open_path": args.run_dir,
+    }
+    options.update(overrides)
+    return DuoGPTApp(**options)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry ``duogpt-tui``: run the workbench; bad input is one line and exit code 2."""
+    try:
+        app = make_app(argv)
+    except InputError as error:
+        print(f"duogpt-tui: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_code) from None
+    app.run()
+    raise SystemExit(app.return_code or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The run's progress header: a bar of solved layers, the ETA and what is being worked on."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import ProgressBar, Static
+
+from duogpt_tui.eventlog import EventLog, format_seconds
+
+
+class ProgressHeader(Horizontal):
+    """Layers solved out of all layers, an ETA from the event times, and the current activity."""
+
+    DEFAULT_CSS = """
+    ProgressHeader {
+        height: auto;
+        padding: 0 1;
+        background: $boost;
+    }
+    ProgressHeader #progress-status {
+        width: 12;
+        text-style: bold;
+    }
+    ProgressHeader ProgressBar {
+        width: auto;
+        margin-right: 2;
+    }
+    ProgressHeader #progress-activity {
+        width: 1fr;
+        color: $text-muted;
+    }
+    ProgressHeader.-finished #progress-status { color: $success; }
+    ProgressHeader.-cancelled #progress-status { color: $warning; }
+    ProgressHeader.-failed #progress-status { color: $error; }
+    """
+
+    def compose(self) -> ComposeResult:
+        """A status word, the bar, the ETA and the activity line."""
+        yield Static("no run", markup=False, id="progress-status")
+        yield ProgressBar(total=None, show_eta=False, id="progress-bar")
+        yield Static("", markup=False, id="progress-activity")
+
+    def show(self, log: EventLog) -> None:
+        """Update the bar, the status and the activity line from ``log``."""
+        status = log.status
+        for name in ("finished", "cancelled", "failed"):
+            self.set_class(status == name, f"-{name}")
+        bar = self.query_one(ProgressBar)
+        if log.n_layers:
+            bar.update(total=log.n_layers, progress=len(log.layers))
+        else:
+            bar.update(total=None)
+        words = {"empty": "no run", "running": "running"}
+        self.query_one("#progress-status", Static).update(words.get(status, status))
+        parts = []
+        if log.layers and log.n_layers:
+            parts.append(f"{len(log.layers)}/{log.n_layers} layers")
+        eta = log.eta_seconds()
+        if eta is not None:
+            parts.append(f"ETA {format_seconds(eta)}")
+        parts.append(log.activity())
+        self.query_one("#progress-activity", Static).update(" · ".join(parts))

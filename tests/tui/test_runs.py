@@ -1,0 +1,131 @@
+"""The runs screen: listing run dirs, opening one, marking and comparing runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable
+
+from duogpt_tui.app import DuoGPTApp
+from duogpt_tui.widgets.compare_plots import CompareErrorPlot, SparsityPerplexityPlot
+from duogpt_tui.widgets.layer_table import LayerTable
+from duogpt_tui.widgets.run_plots import ErrorPlot
+from screens.compare import CompareScreen
+from screens.report import ReportScreen
+from screens.run import RunScreen
+from screens.runs import RunsScreen
+from solver.config import RunConfig
+from solver.events import Finished
+from tests.tui.conftest import SIZE, wait_for, write_run
+
+pytestmark = pytest.mark.anyio
+
+
+def two_runs(root: Path) -> tuple[Path, Path]:
+    """Two finished runs at different sparsities, written through the run store."""
+    first = write_run(root, "w50-x50", RunConfig(weight_sparsity=0.5), n_blocks=3)
+    second = write_run(
+        root, "w70-x25", RunConfig(weight_sparsity=0.7, act_sparsity=0.25), n_blocks=3, scale=2.0
+    )
+    return first, second
+
+
+async def test_runs_list_shows_each_run(make_app: Callable[..., DuoGPTApp], runs_dir: Path) -> None:
+    """Status, model, method, sparsities and perplexities, one row per run dir."""
+    two_runs(runs_dir)
+    (runs_dir / "not-a-run").mkdir()
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        table = screen.query_one(DataTable)
+        assert table.row_count == 2
+        rows = {tuple(table.get_row_at(i))[-1]: table.get_row_at(i) for i in range(2)}
+        assert rows["w50-x50"][1:8] == [
+            "finished",
+            "scripted-llama",
+            "duogpt",
+            "50.0%",
+            "47.0%",
+            "40.00",
+            "60.00",
+        ]
+        assert rows["w70-x25"][4:8] == ["70.0%", "22.0%", "40.00", "120.00"]
+
+
+async def test_enter_opens_a_run_into_the_run_and_report_screens(
+    make_app: Callable[..., DuoGPTApp], runs_dir: Path
+) -> None:
+    """A run's plots, table and report are rebuilt from its events.jsonl."""
+    first, _ = two_runs(runs_dir)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5")
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        row = next(i for i in range(table.row_count) if table.get_row_at(i)[-1] == "w50-x50")
+        table.move_cursor(row=row)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+        assert app.run_path == first
+        assert isinstance(app.event_log.terminal, Finished)
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.query_one(LayerTable).row_count == 21)
+        assert sum(len(xs) for xs, _ in screen.query_one(ErrorPlot).series.values()) == 21
+        await pilot.press("f4")
+        await pilot.pause()
+        assert isinstance(app.screen, ReportScreen)
+        assert "scripted-llama" in app.screen.text
+
+
+async def test_mark_and_compare_two_runs(
+    make_app: Callable[..., DuoGPTApp], runs_dir: Path
+) -> None:
+    """space marks, c compares: a headline row per run, overlaid curves, ppl vs sparsity."""
+    two_runs(runs_dir)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5")
+        await pilot.pause()
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)  # fewer than two marked
+        await pilot.press("space", "down", "space")
+        await pilot.pause()
+        assert len(app.screen.marked) == 2
+        table = app.screen.query_one(DataTable)
+        assert [table.get_row_at(i)[0] for i in range(2)] == ["●", "●"]
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
+        screen = app.screen
+        headline = screen.query_one(DataTable)
+        assert headline.row_count == 2
+        names = sorted(run.name for run in screen.query_one(CompareErrorPlot).runs)
+        assert names == ["w50-x50", "w70-x25"]
+        assert all(len(run.errors) == 21 for run in screen.query_one(CompareErrorPlot).runs)
+        ppl_plot = screen.query_one(SparsityPerplexityPlot)
+        assert sorted((run.weight_sparsity, run.ppl) for run in ppl_plot.runs) == [
+            (0.5, 60.0),
+            (0.7, 120.0),
+        ]
+        await pilot.press("x")
+        assert ppl_plot.axis == "dual"
+        assert ppl_plot.x_of(ppl_plot.runs[0]) is not None
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+
+
+async def test_open_run_from_the_command_line(runs_dir: Path) -> None:
+    """``duogpt-tui RUN_DIR`` starts on the run screen with that run."""
+    from duogpt_tui.app import make_app as app_factory
+    from tests.tui.fakes import CATALOG
+
+    first, _ = two_runs(runs_dir)
+    app = app_factory([str(first), "--runs-dir", str(runs_dir)], catalog=CATALOG)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+        assert app.run_path == first and len(app.event_log.layers) == 21

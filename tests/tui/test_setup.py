@@ -1,0 +1,158 @@
+"""The setup screen: validation as you type, the pre-flight line and refusals, prefill."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, Select, Static
+
+from duogpt_tui.app import DuoGPTApp, make_app
+from duogpt_tui.widgets.preflight import PreflightLine
+from solver.config import RunConfig
+from solver.errors import InputError
+from tests.tui.conftest import SIZE, wait_for
+from tests.tui.fakes import CATALOG
+
+pytestmark = pytest.mark.anyio
+
+
+def text_of(app: DuoGPTApp, selector: str) -> str:
+    """The text a Static shows."""
+    return str(app.screen.query_one(selector, Static).content)
+
+
+async def test_bad_sparsity_shows_the_reason_and_blocks_start(
+    make_app: Callable[..., DuoGPTApp], runs_dir: Path
+) -> None:
+    """Typing 1.5 marks the field, explains why, and ctrl+r starts nothing."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert "pre-flight" in text_of(app, "#preflight")
+        assert text_of(app, "#reason-weight_sparsity") == ""
+        app.screen.query_one("#weight_sparsity", Input).focus()
+        await pilot.press("1", ".", "5")
+        await pilot.pause()
+        field = app.screen.query_one("#weight_sparsity", Input)
+        assert field.value == "1.5" and field.has_class("-bad")
+        assert "--weight-sparsity must be a number in [0, 1)" in text_of(
+            app, "#reason-weight_sparsity"
+        )
+        assert app.screen.query_one(PreflightLine).has_class("-invalid")
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert app.current_mode == "setup" and not app.run_active
+        assert app.start_error.startswith("cannot start: --weight-sparsity")
+        assert "cannot start" in text_of(app, "#start-error")
+        assert list(runs_dir.iterdir()) == []
+        await pilot.press("backspace", "backspace", "backspace", "0", ".", "6")
+        await pilot.pause()
+        assert text_of(app, "#reason-weight_sparsity") == ""
+        assert not app.screen.query_one(PreflightLine).has_class("-invalid")
+
+
+async def test_pattern_numbers_and_sources_are_checked(make_app: Callable[..., DuoGPTApp]) -> None:
+    """A malformed pattern, a non-integer and a missing file each get their own reason."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.query_one("#pattern", Input).value = "3:2"
+        screen.query_one("#nsamples", Input).value = "four"
+        screen.query_one("#calib", Input).value = "/no/such/file.txt"
+        await pilot.pause()
+        assert "malformed pattern" in text_of(app, "#reason-pattern")
+        assert "samples must be a whole number" in text_of(app, "#reason-nsamples")
+        assert "is not a file" in text_of(app, "#reason-calib")
+        screen.query_one("#pattern", Input).value = "2:4"
+        await pilot.pause()
+        assert "2 of every 4" in text_of(app, "#reason-pattern")
+        assert "ignored" in text_of(app, "#reason-weight_sparsity")
+        assert set(screen.problems) == {"nsamples", "calib"}
+
+
+async def test_quick_pick_fills_the_typed_spec(make_app: Callable[..., DuoGPTApp]) -> None:
+    """Choosing a built-in text in the list fills the field, and a typed name selects it."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.query_one("#eval-choice", Select).value = "sotu"
+        await pilot.pause()
+        assert screen.query_one("#eval", Input).value == "sotu"
+        screen.query_one("#eval", Input).value = "moby-dick"
+        await pilot.pause()
+        assert screen.query_one("#eval-choice", Select).value == "moby-dick"
+        screen.query_one("#eval", Input).value = "./mine.txt"
+        await pilot.pause()
+        assert screen.query_one("#eval-choice", Select).value is Select.NULL
+
+
+async def test_preflight_refusal_is_one_line(
+    make_app: Callable[..., DuoGPTApp], runs_dir: Path
+) -> None:
+    """An InputError from the pre-flight check shows as one line on setup; no run dir."""
+
+    def refuse(config: RunConfig) -> None:
+        raise InputError("model 'nope' not found: give a built-in name or a folder")
+
+    app = make_app(preflight=refuse)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: bool(app.start_error) and not app.run_active)
+        assert app.current_mode == "setup"
+        line = text_of(app, "#start-error")
+        assert line == "cannot start: model 'nope' not found: give a built-in name or a folder"
+        assert "\n" not in line and "Traceback" not in line
+        assert list(runs_dir.iterdir()) == []
+
+
+async def test_proxy_toggle_sets_proxy_every(make_app: Callable[..., DuoGPTApp]) -> None:
+    """The proxy-perplexity toggle enables its block count and lands in the config."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        assert screen.query_one("#proxy_every", Input).disabled
+        await pilot.click("#proxy-on")
+        await pilot.pause()
+        assert not screen.query_one("#proxy_every", Input).disabled
+        config = screen.revalidate()
+        assert config is not None and config.proxy_every == 5
+
+
+async def test_command_line_prefills_setup(tmp_path: Path) -> None:
+    """``duogpt-tui --model ... --weight-sparsity ...`` fills the form."""
+    app = make_app(
+        [
+            "--runs-dir",
+            str(tmp_path),
+            "--model",
+            "tiny-random",
+            "--weight-sparsity",
+            "0.7",
+            "--pattern",
+            "2:4",
+            "--act-sparsity",
+            "0.25",
+            "--nsamples",
+            "8",
+            "--device",
+            "cpu",
+        ],
+        catalog=CATALOG,
+    )
+    assert app.runs_dir == tmp_path and app.initial_config.weight_sparsity == 0.7
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert screen.query_one("#model", Input).value == "tiny-random"
+        assert screen.query_one("#weight_sparsity", Input).value == "0.7"
+        assert screen.query_one("#pattern", Input).value == "2:4"
+        assert screen.query_one("#nsamples", Input).value == "8"
+        config = screen.revalidate()
+        assert config is not None and config.act_sparsity == 0.25 and config.device == "cpu"
+
+
+def test_bad_run_dir_on_the_command_line_is_one_line(tmp_path: Path) -> None:
+    """``duogpt-tui NOT_A_RUN`` is refused before any screen, as an InputError."""
+    with pytest.raises(InputError, match="not a run directory"):
+        make_app([str(tmp_path / "missing")])
