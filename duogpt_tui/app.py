@@ -357,6 +357,7 @@ class DuoGPTApp(App[int]):
             return
 
         def answered(yes: bool | None) -> None:
+            """Cancel and quit once the run has stopped, if the user said yes."""
             if yes:
                 self._quit_after_run = True
                 self.cancel_run()

@@ -41,7 +41,7 @@ from duogpt_tui import report as report_mod
 from duogpt_tui import runner, summary
 from duogpt_tui.runstore import RUNS_ROOT, RunDir, list_runs
 from solver import events as ev
-from solver.config import ACT_RULES, DEVICES, METHODS, RESIDUAL_VARIANTS, RunConfig
+from solver.config import ACT_RULES, DEVICES, DTYPES, METHODS, RESIDUAL_VARIANTS, RunConfig
 from solver.errors import InputError
 
 DEFAULTS = RunConfig()
@@ -142,8 +142,13 @@ def _root(
 # --------------------------------------------------------------------- duogpt prune
 
 
+RESUME_OPTIONS = frozenset({"device", "keep_checkpoints", "json_output", "debug", "resume"})
+"""The options that may go with ``--resume`` (the run's own config.json gives the rest)."""
+
+
 @app.command(epilog=EXIT_CODES_HELP)
 def prune(
+    ctx: typer.Context,
     model: Annotated[
         str, typer.Option(help="Built-in name, local HF model folder, .gguf file or hub id.")
     ] = DEFAULTS.model,
@@ -179,6 +184,10 @@ def prune(
     device: Annotated[
         str, typer.Option(help=f"Device: {', '.join(DEVICES)} (auto uses CUDA when present).")
     ] = DEFAULTS.device,
+    dtype: Annotated[
+        str,
+        typer.Option(help=f"Model dtype: {', '.join(DTYPES)} (the solver's math is float32)."),
+    ] = DEFAULTS.dtype,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -236,6 +245,26 @@ def prune(
     overwrite: Annotated[
         bool, typer.Option(help="Replace the run that --out already holds.")
     ] = False,
+    checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--checkpoints/--no-checkpoints",
+            help="Checkpoint after every block, so that --resume can continue the run.",
+        ),
+    ] = DEFAULTS.checkpoints,
+    keep_checkpoints: Annotated[
+        bool,
+        typer.Option("--keep-checkpoints", help="Keep the checkpoints once the run finished."),
+    ] = DEFAULTS.keep_checkpoints,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="RUN_DIR",
+            help="Continue a stopped run from its last complete block, with its own settings "
+            "(only --device and --keep-checkpoints may change).",
+            show_default=False,
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Prune a model with DuoGPT (or a baseline), evaluate it, and write a run directory.
@@ -243,8 +272,11 @@ def prune(
     The defaults (SmolLM2-135M, 16 x 256 calibration tokens of State of the Union addresses,
     16 x 256 evaluation tokens of Moby-Dick) finish in a few minutes on a 2-core CPU, offline.
     The run directory holds config.json, events.jsonl, report.md and the pruned model (model/).
+    A run that was stopped (Ctrl-C, kill, crash) continues with --resume RUN_DIR.
     """
     console = stderr_console()
+    if resume is not None:
+        _resume(ctx, console, resume.expanduser(), device, keep_checkpoints, json_output, debug)
     try:
         config = build_config(
             model=model,
@@ -270,6 +302,9 @@ def prune(
             proxy_every=_parse_int("--proxy-every", proxy_every),
             proxy_windows=_parse_int("--proxy-windows", proxy_windows),
             save_model=save_model,
+            dtype=dtype,
+            checkpoints=checkpoints,
+            keep_checkpoints=keep_checkpoints,
         )
         runner.preflight(config)
         run_dir = RunDir.create(
@@ -282,9 +317,100 @@ def prune(
         _input_error(console, exc, debug, json_output)
     for note in run_dir.notes:
         _notice(console, f"note: {note}")
+    preflight_estimate(console, config)
     result = _run_with_display(config, run_dir, console)
     _print_result(console, result, run_dir, json_output, debug)
     raise typer.Exit(summary.exit_code(result))
+
+
+def _resume(
+    ctx: typer.Context,
+    console: Console,
+    path: Path,
+    device: str,
+    keep_checkpoints: bool,
+    json_output: bool,
+    debug: bool,
+) -> NoReturn:
+    """``duogpt prune --resume RUN_DIR``: continue a stopped run with its own configuration.
+
+    Options that define the run are refused (exit 2): a resumed run must give the same result
+    as an uninterrupted one. ``--device`` and ``--keep-checkpoints`` may change.
+    """
+    try:
+        given = sorted(
+            "--" + name.replace("_", "-")
+            for name in ctx.params
+            if name not in RESUME_OPTIONS and _given(ctx, name)
+        )
+        if given:
+            raise InputError(
+                f"--resume continues the run with the settings in its config.json; "
+                f"{', '.join(given)} cannot change: drop {'them' if len(given) > 1 else 'it'}, "
+                "or start a new run"
+            )
+        config = RunDir.open(path).config()
+        changes: dict[str, Any] = {}
+        if _given(ctx, "device"):
+            changes["device"] = device
+        if keep_checkpoints:
+            changes["keep_checkpoints"] = True
+        config = config.replace(**changes).validate()
+        runner.preflight(config)
+        run_dir = RunDir.resume(path)
+        if changes:
+            run_dir.write_config(config)
+    except InputError as exc:
+        _input_error(console, exc, debug, json_output)
+    for note in run_dir.notes:
+        _notice(console, f"note: {note}")
+    preflight_estimate(console, config)
+    result = _run_with_display(config, run_dir, console, resume=True)
+    _print_result(console, result, run_dir, json_output, debug)
+    raise typer.Exit(summary.exit_code(result))
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """True when the option ``name`` was given on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def preflight_estimate(console: Console, config: RunConfig) -> None:
+    """Print the pre-flight estimate line, and a warning when the machine looks too small."""
+    from solver import estimate, system
+
+    try:
+        device = system.resolve_device(config.device)
+    except InputError:
+        return
+    guess = estimate.estimate(config, device=device.type)
+    if guess.seconds <= 0:
+        _notice(console, f"pre-flight: no estimate ({guess.detail})")
+        return
+    _notice(
+        console,
+        f"pre-flight: about {estimate.megabytes(guess.memory_mb)} of memory and "
+        f"{_duration(guess.seconds)} on {device} ({guess.detail})",
+    )
+    available = system.available_memory_mb(device)
+    if available is not None and guess.memory_mb > available:
+        elsewhere = "--device cpu" if device.type == "cuda" else "a machine with more memory"
+        _notice(
+            console,
+            f"warning: this run needs about {estimate.megabytes(guess.memory_mb)} but only "
+            f"{estimate.megabytes(available)} is available on {device}: use fewer --nsamples, "
+            f"a shorter --seqlen, a smaller --batch-size, or {elsewhere}",
+        )
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``12 min`` or ``2.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def build_config(**values: Any) -> RunConfig:
@@ -296,14 +422,21 @@ def build_config(**values: Any) -> RunConfig:
     return RunConfig(**values).validate()
 
 
-def _run_with_display(config: RunConfig, run_dir: RunDir, console: Console) -> dict[str, Any]:
+def _run_with_display(
+    config: RunConfig, run_dir: RunDir, console: Console, resume: bool = False
+) -> dict[str, Any]:
     """Execute the run with Ctrl-C/SIGTERM handling and progress on stderr; return its result."""
     cancel = threading.Event()
     display = RunDisplay(console, cancel=cancel)
     notes_before = len(run_dir.notes)
-    display.line(f"run directory: {run_dir.path}")
+    if resume:
+        display.line(
+            f"run directory: {run_dir.path} (resuming after block {run_dir.resumed_block})"
+        )
+    else:
+        display.line(f"run directory: {run_dir.path}")
     with cancel_on_signals(cancel), display:
-        events = runner.execute(config, run_dir, cancel)
+        events = runner.execute(config, run_dir, cancel, resume=resume)
         try:
             for event in events:
                 display.show(event)

@@ -161,9 +161,12 @@ class EventLog:
                 return f"block {self.current_block + 1}/{self.n_blocks}{label}"
             count = f" {progress.done}/{progress.total}" if progress.total else ""
             return f"{progress.phase}{count}{label}"
+        last_event = self.events[-1] if self.events else None
+        if isinstance(last_event, BlockStarted):
+            return f"block {last_event.block + 1}/{self.n_blocks} · collecting statistics"
         if self.layers:
             last = self.layers[-1]
-            return f"block {last.block + 1}/{self.n_blocks} · {last.name}"
+            return f"block {last.block + 1}/{self.n_blocks} · solved {last.name}"
         if self.started is not None:
             return f"pruning {self.started.model} on {self.started.device}"
         return "waiting for the run to start" if self.events else "no run yet"

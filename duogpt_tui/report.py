@@ -18,6 +18,7 @@ from typing import Any
 from duogpt_tui.runstore import summarize
 from duogpt_tui.textplot import bar_chart, line_plot
 from solver import events as ev
+from solver import speedup
 from solver.config import RunConfig
 
 NA = "n/a"
@@ -35,6 +36,9 @@ PPL_LABELS = {
     "pruned": "pruned",
 }
 """Headline rows of the perplexity table, by event label."""
+
+LAYER_TYPE_ORDER = ("q", "k", "v", "o", "gate", "up", "down")
+"""Layer types in a LLaMA block's execution order (others follow alphabetically)."""
 
 
 # --------------------------------------------------------------------- public API
@@ -64,6 +68,7 @@ def render_markdown(events: Sequence[ev.Event], config: dict[str, Any] | None = 
         _per_layer(events),
         _error_plot(events),
         _density_plot(events),
+        _decode_speedup(events),
         _proxy(events),
         _notes(events),
         _failure_detail(events),
@@ -142,7 +147,10 @@ def _status(events: Sequence[ev.Event], head: dict[str, Any]) -> str:
     if isinstance(terminal, ev.Finished):
         return f"**Status: finished** in {_seconds(terminal.seconds)}."
     if isinstance(terminal, ev.Cancelled):
+        done = {e.block for e in events if isinstance(e, ev.BlockFinished)}
         where = f"at block {terminal.block}{of_blocks}" if terminal.block >= 0 else "before pruning"
+        if terminal.block in done:  # stopped between blocks or in the final evaluation
+            where = f"once block {terminal.block}{of_blocks} was pruned"
         return (
             f"**Status: cancelled** {where} ({terminal.reason}) after "
             f"{_seconds(terminal.t)}; {head['blocks_done']} block(s) were pruned. "
@@ -369,6 +377,73 @@ def _density_plot(events: Sequence[ev.Event]) -> str:
         lines.append(f"{len(layers) - used} layer(s) with other bins are left out.")
     lines += ["", "```text", bar_chart(labels, counts, width=50), "```"]
     return "\n".join(lines)
+
+
+def _decode_speedup(events: Sequence[ev.Event]) -> str:
+    """Estimated decode speedup bounds from the layers' cost figures (:mod:`solver.speedup`)."""
+    layers = [e for e in events if isinstance(e, ev.LayerSolved) and e.decode]
+    if not layers:
+        return ""
+    by_type: dict[str, list[dict[str, float]]] = {}
+    for layer in layers:
+        by_type.setdefault(layer.layer_type or layer.name, []).append(layer.decode)
+    known = [t for t in LAYER_TYPE_ORDER if t in by_type]
+    groups = [(t, by_type[t]) for t in known + sorted(set(by_type) - set(known))]
+    groups.append(("all", [layer.decode for layer in layers]))
+    modes = [m for m in speedup.MODES if m != "dense"]
+    header = (
+        "layer type",
+        "layers",
+        "dense MFLOP",
+        "dense MB",
+        *(f"{speedup.MODE_NAMES[m]} MFLOP (x)" for m in modes),
+        *(f"{speedup.MODE_NAMES[m]} MB (x)" for m in modes),
+    )
+    rows = []
+    for name, costs in groups:
+        cost = speedup.total(costs)
+        ratio = speedup.speedups(cost)
+        rows.append(
+            (
+                "**all linear layers**" if name == "all" else f"`{name}`",
+                str(len(costs)),
+                f"{cost['dense_flops'] / 1e6:.2f}",
+                f"{cost['dense_bytes'] / 1e6:.2f}",
+                *(
+                    f"{cost[f'{m}_flops'] / 1e6:.2f} ({_ratio(ratio[m]['flops'])})"
+                    for m in modes
+                ),
+                *(
+                    f"{cost[f'{m}_bytes'] / 1e6:.2f} ({_ratio(ratio[m]['bytes'])})"
+                    for m in modes
+                ),
+            )
+        )
+    lines = ["## Estimated decode speedup bounds", ""]
+    lines.append(
+        "One decode step (batch 1, one token) of the pruned linear layers, summed per layer type: "
+        "FLOPs and bytes moved by a dense GEMV, by a weight-sparse kernel (nonzero weights "
+        "only), by an activation-sparse kernel (skips the weight columns whose input is zero) "
+        "and by a dual-sparse spMspV kernel (both). In brackets: the speedup bound, dense cost "
+        "divided by the mode's cost."
+    )
+    lines += ["", *_table(header, rows, align="l" + "r" * (len(header) - 1)), ""]
+    lines.append(
+        "Assumptions: weights and activations stored in 2 bytes (fp16/bf16); sparse weights in "
+        "a column-major bitmap format (n bits per column plus the nonzero values); every mode "
+        "reads the whole input vector and writes the output; activation-sparse costs are "
+        "expectations over the calibration tokens from each input channel's measured nonzero "
+        "frequency (for baselines calibrated on dense inputs, the frequency under the run's "
+        "activation sparsity). The bytes ratio bounds a memory-bound kernel (decode usually "
+        "is), the FLOPs ratio a compute-bound one; attention, embeddings, norms and the LM head "
+        "are not counted, and irregular access costs are ignored, so real speedups are lower."
+    )
+    return "\n".join(lines)
+
+
+def _ratio(value: float) -> str:
+    """A speedup ratio such as ``1.85x``."""
+    return f"{value:.2f}x" if math.isfinite(value) else NA
 
 
 def _proxy(events: Sequence[ev.Event]) -> str:

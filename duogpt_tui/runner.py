@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from duogpt_tui import report
 from duogpt_tui.runstore import RunDir
@@ -31,8 +30,9 @@ class CancelToken(Protocol):
         ...
 
 
-Source = Callable[[RunConfig, Any, Path], Iterator[ev.Event]]
-"""An event source: ``source(config, cancel, workdir)``, like ``solver.pipeline.run``."""
+Source = Callable[..., Iterator[ev.Event]]
+"""An event source: ``source(config, cancel, workdir)``, like ``solver.pipeline.run``; a source
+that can continue a run also takes ``resume=True`` (see :func:`execute`)."""
 
 
 def pipeline_source() -> Source:
@@ -58,6 +58,7 @@ def execute(
     run_dir: RunDir,
     cancel: CancelToken | None = None,
     source: Source | None = None,
+    resume: bool = False,
 ) -> Iterator[ev.Event]:
     """Run ``source`` and record every event in ``run_dir``, yielding each one as it comes.
 
@@ -71,23 +72,31 @@ def execute(
         run_dir: a run directory made by :meth:`RunDir.create` (locked by this process).
         cancel: the cancel token handed to the source.
         source: the event source; defaults to :func:`pipeline_source`.
+        resume: continue the run from its checkpoint (``run_dir`` made by
+            :meth:`RunDir.resume`): the source is called with ``resume=True`` and its events
+            are appended after the ones kept.
 
     Yields:
         Every event of the run, the terminal one last.
     """
     recorder = _Recorder(run_dir)
     try:
-        yield from _drive(recorder, config, cancel, source)
+        yield from _drive(recorder, config, cancel, source, resume)
     finally:
         recorder.finish(config)
 
 
 def _drive(
-    recorder: _Recorder, config: RunConfig, cancel: CancelToken | None, source: Source | None
+    recorder: _Recorder,
+    config: RunConfig,
+    cancel: CancelToken | None,
+    source: Source | None,
+    resume: bool = False,
 ) -> Iterator[ev.Event]:
     """Iterate the source, recording each event; turn errors and a missing end into failures."""
     try:
-        events = (source or pipeline_source())(config, cancel, recorder.run_dir.path)
+        extra = {"resume": True} if resume else {}
+        events = (source or pipeline_source())(config, cancel, recorder.run_dir.path, **extra)
         try:
             for event in events:
                 if recorder.record(event):

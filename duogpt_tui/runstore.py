@@ -36,11 +36,14 @@ EVENTS_FILE = "events.jsonl"
 REPORT_FILE = "report.md"
 LOCK_FILE = "run.lock"
 MODEL_DIR = "model"
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_STATE = "state.json"
+"""In ``CHECKPOINTS_DIR``: the last complete block (written by ``solver.checkpoint``)."""
 
 RUN_FILES = (CONFIG_FILE, EVENTS_FILE, REPORT_FILE, LOCK_FILE)
 """The files a run writes; ``--overwrite`` removes exactly these (and :data:`RUN_DIRS`)."""
 
-RUN_DIRS = (MODEL_DIR, "checkpoints")
+RUN_DIRS = (MODEL_DIR, CHECKPOINTS_DIR)
 """The folders a run writes."""
 
 MIN_FREE_BYTES = 100 * 2**20
@@ -105,10 +108,12 @@ class RunDir:
     Attributes:
         path: the directory.
         notes: notices for the user gathered while creating it (e.g. a stale lock taken over).
+        resumed_block: for :meth:`resume`, the last complete block the run continues after.
     """
 
     path: Path
     notes: list[str] = field(default_factory=list)
+    resumed_block: int | None = None
     _owns_lock: bool = field(default=False, repr=False)
     _events_file: Any = field(default=None, repr=False)
 
@@ -179,6 +184,59 @@ class RunDir:
                 f"{path} is not a run directory (no {CONFIG_FILE} or {EVENTS_FILE} in it)"
             )
         return cls(path)
+
+    @classmethod
+    def resume(cls, path: Path) -> RunDir:
+        """Lock a stopped run's directory to continue it from its last checkpoint.
+
+        The run may have been cancelled, have failed, or have been killed (its stale lock is
+        taken over with a note). ``events.jsonl`` is rewritten atomically to keep the events up
+        to and including the last block-finished event whose block is at most the checkpoint's:
+        the old final event and any partly pruned block are dropped, so that the resumed run's
+        events (appended after them) make one valid story. The stale ``report.md`` is removed;
+        the resumed run writes a new one.
+
+        Args:
+            path: the run directory.
+
+        Returns:
+            The locked run directory, with :attr:`resumed_block` set.
+
+        Raises:
+            InputError: ``path`` is not a run directory, is in use, is not writable, holds a
+                finished run, or has no usable checkpoint.
+        """
+        run_dir = cls.open(path)
+        path = run_dir.path
+        _check_writable(path)
+        _check_free_space(path)
+        run_dir._acquire_lock()
+        try:
+            terminal = _terminal(run_dir.events())
+            if isinstance(terminal, ev.Finished):
+                raise InputError(
+                    f"{path} holds a finished run: there is nothing to resume (start a new run)"
+                )
+            block = _checkpoint_block(path)
+            run_dir._keep_events_until(block)
+            with contextlib.suppress(FileNotFoundError):
+                (path / REPORT_FILE).unlink()
+        except BaseException:
+            run_dir.release()
+            raise
+        run_dir.resumed_block = block
+        return run_dir
+
+    def write_config(self, config: RunConfig) -> None:
+        """Replace ``config.json`` atomically (a resumed run with changed options).
+
+        Raises:
+            InputError: the file cannot be written.
+        """
+        try:
+            _atomic_write(self.path / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise InputError(f"cannot write {self.path / CONFIG_FILE}: {_os_reason(exc)}") from exc
 
     # ----------------------------------------------------------------- writing
 
@@ -303,6 +361,32 @@ class RunDir:
             with contextlib.suppress(FileNotFoundError):
                 lock_path.unlink()
         raise InputError(f"could not lock {lock_path}: another process keeps taking it")
+
+    def _keep_events_until(self, block: int) -> None:
+        """Cut ``events.jsonl`` after the last block-finished event of a block <= ``block``.
+
+        Raises:
+            InputError: the events do not show that block finished, or no run started.
+        """
+        events_path = self.path / EVENTS_FILE
+        lines = events_path.read_text(encoding="utf-8", errors="replace").split("\n")
+        keep, started = None, False
+        for number, line in enumerate(lines):
+            try:
+                data = json.loads(line) if line.strip() else {}
+            except ValueError:
+                break  # a torn last line (validated by read_events below)
+            kind = data.get("kind") if isinstance(data, dict) else None
+            started = started or kind == ev.RunStarted.kind
+            if kind == ev.BlockFinished.kind and int(data.get("block", -1)) <= block:
+                keep = number
+        read_events(events_path)  # a corrupt middle line is an error, not something to cut
+        if keep is None or not started:
+            raise InputError(
+                f"the checkpoint in {self.path} is after block {block}, but events.jsonl does not "
+                "show that block finished: the run directory is inconsistent; start a new run"
+            )
+        _atomic_write(events_path, "\n".join(lines[: keep + 1]) + "\n")
 
     def _remove_previous_run(self) -> None:
         """Delete the previous run's own files (never anything else in the folder)."""
@@ -564,6 +648,27 @@ def _check_out_dir(path: Path, overwrite: bool) -> bool:
             f"--out {path} is a non-empty folder that is not a run: choose a new or empty folder"
         )
     return False
+
+
+def _checkpoint_block(path: Path) -> int:
+    """The last complete block of the run's checkpoint.
+
+    Raises:
+        InputError: there is no checkpoint, or it is unreadable.
+    """
+    state = path / CHECKPOINTS_DIR / CHECKPOINT_STATE
+    try:
+        data = json.loads(state.read_text(encoding="utf-8"))
+        return int(data["block"])
+    except FileNotFoundError:
+        raise InputError(
+            f"no checkpoint in {path}: the run stopped before its first block was complete, or "
+            "ran with --no-checkpoints; start a new run"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"the checkpoint in {path} is unreadable ({type(exc).__name__}); start a new run"
+        ) from exc
 
 
 def _safe_status(path: Path) -> str:

@@ -141,6 +141,7 @@ class CompareScreen(Screen[None]):
         default = self.duo.runs_dir / "comparison.md"
 
         def chosen(path: Path | None) -> None:
+            """Write to the chosen path, asking first if it exists."""
             if path is None:
                 return
             if path.exists():

@@ -86,7 +86,10 @@ class ReportScreen(Screen[None]):
         if not log.events:
             return EMPTY_REPORT
         config = self.duo.current_config
-        return report.render_markdown(log.events, config=config.to_dict() if config else None)
+        try:
+            return report.render_markdown(log.events, config=config.to_dict() if config else None)
+        except Exception as error:  # a report bug must not take the workbench down
+            return f"# The report could not be rendered\n\n`{type(error).__name__}: {error}`\n"
 
     def render_report(self) -> None:
         """Render the report into the viewer (only when the text changed)."""
@@ -111,6 +114,7 @@ class ReportScreen(Screen[None]):
         text = self.report_text()
 
         def chosen(path: Path | None) -> None:
+            """Write to the chosen path, asking first if it exists."""
             if path is None:
                 return
             if path.exists():

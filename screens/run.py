@@ -166,6 +166,7 @@ class RunScreen(Screen[None]):
         """Ask, then cancel the run (the run ends with a cancelled event and a valid run dir)."""
 
         def answered(yes: bool | None) -> None:
+            """Cancel the run if the user said yes."""
             if yes:
                 self.duo.cancel_run()
 

@@ -242,6 +242,7 @@ class SetupScreen(Screen[None]):
         root = root if root.is_dir() else Path.cwd()
 
         def chosen(path: Path | None) -> None:
+            """Put the picked path into the field."""
             if path is not None:
                 self.query_one(f"#{target}", Input).value = str(path)
 

@@ -102,6 +102,9 @@ class LayerSolved(Event):
         histogram_edges: the bins' edges (len(histogram) + 1 values in [0, 1]).
         damping: the relative damping that the Cholesky factorisation finally used.
         retries: how many times the damping had to be raised.
+        decode: estimated bytes and FLOPs of one decode step of the pruned layer, dense vs
+            weight-sparse vs activation-sparse vs dual-sparse (:mod:`solver.speedup`, keys such
+            as ``dual_bytes``); empty when not estimated.
     """
 
     kind: ClassVar[str] = "layer_solved"
@@ -118,6 +121,7 @@ class LayerSolved(Event):
     histogram_edges: list[float] = field(default_factory=list)
     damping: float = 0.0
     retries: int = 0
+    decode: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ HUB_PROBE_SECONDS = 3.0  # how long the hub reachability probe may take
 Progress = Callable[[str], None]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 _WEIGHT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -509,8 +509,8 @@ def _read_hf_dir(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
                 f"cannot read the model config in '{path}' ({_reason(err)}): the folder must "
                 "hold a Hugging Face config.json of a supported model type"
             ) from err
-        _check_causal(config, where)
-        if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        check_causal(config, where)
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):
             raise InputError(
                 f"'{path}' has no tokenizer files: save the tokenizer next to the model "
                 "(tokenizer.save_pretrained) or pass a folder that has one"
@@ -547,7 +547,7 @@ def _read_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
                 f"cannot read the GGUF file '{path}' ({_reason(err)}): the file is corrupt, "
                 "truncated or of an unsupported architecture; download it again"
             ) from err
-        _check_causal(config, str(path))
+        check_causal(config, str(path))
         try:
             model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -578,7 +578,7 @@ def _read_tokenizer(where: str, shown: str, **kwargs: Any) -> Any:
         ) from err
 
 
-def _check_causal(config: Any, shown: str) -> None:
+def check_causal(config: Any, shown: str) -> None:
     """Refuse configs that AutoModelForCausalLM cannot load as a decoder-only causal LM."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -636,7 +636,7 @@ def _load_hub(spec: str, dtype: torch.dtype, say: Progress) -> LoadedModel:
                 ) from err
 
     config = fetch("config", lambda **kw: AutoConfig.from_pretrained(spec, **kw))
-    _check_causal(config, spec)
+    check_causal(config, spec)
     say(f"loading {spec}")
     model = fetch(
         "weights",

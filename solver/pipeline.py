@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from solver import checkpoint, system
+from solver import checkpoint, estimate, inputs, system
 from solver.activations import (
     ActivationSparsifier,
     calibrate_threshold,
@@ -54,6 +54,7 @@ from solver.events import (
 )
 from solver.masks import apply_mask, magnitude_mask, row_density_histogram, wanda_mask
 from solver.obc import layer_errors, prune_obc
+from solver.speedup import layer_decode_costs
 from solver.stats import LayerStats
 
 
@@ -87,19 +88,27 @@ class _State:
     )
     layer_act: list[float] = field(default_factory=list)  # per solved layer (calibration)
     eval_act: float | None = None  # measured during the final evaluation
+    phase: str = "while loading the model"  # where the run is, for a cancel's reason
+    model_mb: float = 0.0  # the loaded model's weights
+    need: estimate.BlockMemory | None = None  # what one block needs, for an out-of-memory error
 
 
 def preflight(config: RunConfig) -> None:
     """Cheap checks before a run directory is made or anything is loaded.
 
     Raises:
-        InputError: one actionable line (bad option, missing path, CUDA asked for and absent).
+        InputError: one actionable line (bad option, missing path, CUDA asked for and absent,
+            a damaged model or text file: see :mod:`solver.inputs`).
     """
     config.validate()
     system.resolve_device(config.device)
     _check_model_spec(config.model)
     for flag, spec in (("--calib", config.calib), ("--eval", config.eval)):
         _check_text_spec(flag, spec)
+    inputs.check_model(config.model, config.seqlen)
+    inputs.check_text("--calib", config.calib, config.nsamples * config.seqlen)
+    if config.eval_windows > 0:
+        inputs.check_text("--eval", config.eval, config.seqlen)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -164,7 +173,7 @@ def run(
         driver = _Driver(config, cancel or _Never(), workdir, start, state, device, resume)
         yield from driver.events()
     except _CancelRequested:
-        yield Cancelled(t=_since(start), block=state.block)
+        yield Cancelled(t=_since(start), block=state.block, reason=f"cancelled {state.phase}")
     except DuoGPTError as err:
         category = "input" if isinstance(err, InputError) else "run"
         yield Failed(
@@ -175,13 +184,9 @@ def run(
             detail=traceback.format_exc(),
         )
     except (torch.OutOfMemoryError, MemoryError) as err:
-        where = f"block {state.block}" if state.block >= 0 else "loading"
         yield Failed(
             t=_since(start),
-            error=(
-                f"out of memory in {where} on {device} ({type(err).__name__}): use fewer "
-                "--nsamples, a shorter --seqlen, a smaller --batch-size, or --device cpu"
-            ),
+            error=_out_of_memory(err, state, device),
             block=state.block,
             detail=traceback.format_exc(),
         )
@@ -196,6 +201,24 @@ def run(
 
 def _since(start: float) -> float:
     return round(time.monotonic() - start, 4)
+
+
+def _out_of_memory(err: BaseException, state: _State, device: torch.device) -> str:
+    """One line for an out-of-memory error: where, what it needed, what reduces it."""
+    if state.need is not None and state.phase.startswith("in block"):
+        need = (
+            f"; pruning a block needs {state.need.describe()} on top of the model's "
+            f"{estimate.megabytes(state.model_mb)}"
+        )
+    elif state.model_mb:
+        need = f"; the model's weights alone take {estimate.megabytes(state.model_mb)}"
+    else:
+        need = ""
+    elsewhere = "--device cpu" if device.type == "cuda" else "a machine with more memory"
+    return (
+        f"out of memory {state.phase} on {device} ({type(err).__name__}){need}: use fewer "
+        f"--nsamples, a shorter --seqlen, a smaller --batch-size, or {elsewhere}"
+    )
 
 
 class _Driver:
@@ -257,6 +280,8 @@ class _Driver:
         loaded = load_model(config.model, dtype=getattr(torch, config.dtype))
         model = loaded.model
         adapter = find_adapter(model)
+        self.state.model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        self.check_weights(model, adapter)
         context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
         if context and config.seqlen > context:
             raise InputError(
@@ -264,12 +289,14 @@ class _Driver:
                 f"tokens: use --seqlen {context} or less"
             )
         self.check_cancel()
+        self.state.phase = "while loading the texts"
         yield Progress(t=self.t(), phase="load", done=1, total=3, label=f"text {config.calib}")
         calib_name, calib_text = load_text(config.calib)
         calib = calibration_batch(
             loaded.tokenizer, calib_text, config.nsamples, config.seqlen, config.seed
         )
         del calib_text
+        self.check_cancel()
         windows = None
         protocol: dict[str, Any] = {}
         if config.eval_windows > 0:
@@ -286,6 +313,7 @@ class _Driver:
                 )
         self.state.timings["load"] += time.monotonic() - tick
         linears = adapter.all_linears(model)
+        self.check_cancel()
         yield Progress(t=self.t(), phase="load", done=3, total=3, label="ready")
         if self.resume:
             yield from self.resumed(model, adapter, calib, windows, protocol)
@@ -295,6 +323,7 @@ class _Driver:
             yield from self.evaluate(model, adapter, windows, protocol, "pruned")
         model_dir = ""
         if config.save_model and self.workdir is not None:
+            self.state.phase = "while saving the model"
             yield Progress(t=self.t(), phase="save", done=0, total=1, label="model")
             model_dir = str(self.save(loaded, adapter))
             yield Progress(t=self.t(), phase="save", done=1, total=1, label="model")
@@ -400,6 +429,11 @@ class _Driver:
         from solver.perplexity import EvalCancelled, perplexity
 
         tick = time.monotonic()
+        self.state.phase = {
+            "dense": "during the dense evaluation",
+            "dense_act": "during the dense evaluation with activation sparsity",
+            "pruned": "during the evaluation of the pruned model",
+        }.get(label, f"during the {label} evaluation after block {upto_block}")
         linears = adapter.all_linears(model)
         if upto_block is not None:
             prefixes = tuple(f"model.layers.{i}." for i in range(upto_block + 1))
@@ -464,6 +498,7 @@ class _Driver:
         blocks = adapter.blocks(model)
         batches = list(torch.split(calib, config.batch_size))
         tick = time.monotonic()
+        self.state.phase = "while capturing the calibration inputs"
         hidden, extras = capture_block_inputs(model, blocks[0], batches)
         if saved is None:
             first = 0
@@ -477,6 +512,10 @@ class _Driver:
         self.state.timings["forward"] += time.monotonic() - tick
         hidden_size = int(dense[0].shape[-1])
         cache_mb = self.cache_megabytes(adapter, blocks[0], calib.numel())
+        widest = max(m.in_features for m in adapter.linears(blocks[0]).values())
+        self.state.need = estimate.block_memory(
+            int(calib.shape[0]), int(calib.shape[1]), config.batch_size, hidden_size, widest
+        )
         yield Note(
             t=self.t(),
             text=(
@@ -490,6 +529,7 @@ class _Driver:
                 continue
             self.check_cancel()
             self.state.block = index
+            self.state.phase = f"in block {index}"
             yield from self.prune_block(
                 index, len(blocks), block, adapter, dense, compressed, extras
             )
@@ -615,6 +655,24 @@ class _Driver:
             timings={k: round(v, 4) for k, v in timings.items()},
         )
 
+    def check_weights(self, model: nn.Module, adapter: ModelAdapter) -> None:
+        """Stop the run when the loaded model holds NaN/Inf weights, naming the block and layer."""
+        for index, block in enumerate(adapter.blocks(model)):
+            for name, param in block.named_parameters():
+                if not bool(torch.isfinite(param).all()):
+                    self.state.block = index
+                    raise RunError(
+                        f"block {index} {name.removesuffix('.weight')}: the model's weights hold "
+                        "NaN/Inf before pruning; the model file is damaged: load another copy "
+                        "of the model"
+                    )
+        for name, param in model.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                raise RunError(
+                    f"{name}: the model's weights hold NaN/Inf before pruning; the model file is "
+                    "damaged: load another copy of the model"
+                )
+
     def check_health(
         self, index: int, dense: Sequence[torch.Tensor], compressed: Sequence[torch.Tensor]
     ) -> None:
@@ -651,7 +709,11 @@ class _Driver:
         for x_raw, x_dense in zip(raw, dense_inputs, strict=True):
             # DuoGPT calibrates on activation-sparse inputs; the baselines on dense ones
             x_sparse = self.sparsify(x_raw, head) if self.sparse_calibration else x_raw
-            stats.add(x_sparse, x_dense)
+            # the decode cost model needs the channel activity the pruned model will run with
+            x_active = None
+            if not self.sparse_calibration and config.act_sparsity > 0:
+                x_active = self.sparsify(x_raw, head)
+            stats.add(x_sparse, x_dense, x_active=x_active)
         if not all(math.isfinite(float(v)) for v in (stats.H.sum(), stats.G.sum(), stats.D.sum())):
             raise RunError(
                 f"block {index} {group[0]}: calibration statistics hold NaN/Inf; the model "
@@ -660,7 +722,13 @@ class _Driver:
         timings["statistics"] += time.monotonic() - tick
         for name in group:
             self.check_cancel()
-            yield self.solve_layer(index, name, linears[name], stats, timings)
+            try:
+                solved = self.solve_layer(index, name, linears[name], stats, timings)
+            except RunError as err:  # the math's own errors do not know the layer: name it
+                if str(err).startswith(f"block {index} "):
+                    raise
+                raise RunError(f"block {index} {name}: {err}") from err
+            yield solved
 
     def solve_layer(
         self,
@@ -711,6 +779,7 @@ class _Driver:
         error_before, error_after = layer_errors(original, new, stats)
         weight.copy_(new.to(weight.dtype))
         counts, edges = row_density_histogram(weight)
+        decode = layer_decode_costs(weight, stats.channel_activity)
         return LayerSolved(
             t=self.t(),
             block=index,
@@ -726,6 +795,7 @@ class _Driver:
             histogram_edges=edges,
             damping=float(damping),
             retries=int(retries),
+            decode=decode,
         )
 
     # ------------------------------------------------------------------ saving

@@ -14,7 +14,7 @@ paper's column convention.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -32,6 +32,10 @@ class LayerStats:
         count: tokens ``m`` seen.
         zeros: zero entries seen in ``X^``.
         entries: entries seen in ``X^``.
+        channel_nonzeros: per input channel, the tokens whose entry was nonzero (int64, length
+            ``k``; empty before the first batch): the activity ``P(x_j != 0)`` that the decode
+            cost model (:mod:`solver.speedup`) needs. By default counted on ``X^``; see
+            :meth:`add`'s ``x_active``.
     """
 
     H: Tensor
@@ -40,6 +44,7 @@ class LayerStats:
     count: int = 0
     zeros: int = 0
     entries: int = 0
+    channel_nonzeros: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     @classmethod
     def empty(
@@ -60,7 +65,9 @@ class LayerStats:
         """Input features of the layer."""
         return self.H.shape[0]
 
-    def add(self, x_sparse: Tensor, x_dense: Tensor | None = None) -> None:
+    def add(
+        self, x_sparse: Tensor, x_dense: Tensor | None = None, *, x_active: Tensor | None = None
+    ) -> None:
         """Fold one batch of inputs into the running means.
 
         Like SparseGPT's ``H *= m_old / m_new; H += x x^T / m_new``, applied to ``H``, ``G`` and
@@ -71,6 +78,9 @@ class LayerStats:
                 dimensions are tokens.
             x_dense: ``(..., k)`` input ``X~`` of the same tokens in the dense model, or ``None``
                 for ``dX = 0``.
+            x_active: ``(..., k)`` the inputs whose nonzeros are counted per channel in
+                ``channel_nonzeros`` (default ``x_sparse``). A baseline calibrated on dense inputs
+                passes the activation-sparse version here, since that is what it runs on.
 
         Raises:
             ValueError: the shapes do not match the statistics.
@@ -86,6 +96,7 @@ class LayerStats:
             return
         self.entries += xs.numel()
         self.zeros += int(xs.numel() - torch.count_nonzero(xs).item())
+        self._count_active(xs if x_active is None else x_active.reshape(-1, k))
         m_old, m_new = self.count, self.count + t
         keep, new = m_old / m_new, 1.0 / m_new
         self.count = m_new
@@ -107,6 +118,22 @@ class LayerStats:
             self.D = torch.zeros_like(self.H)
         self.G.mul_(keep).addmm_(dx.T, xs, alpha=new)  # G = dX X^T / m
         self.D.mul_(keep).addmm_(dx.T, dx, alpha=new)  # D = dX dX^T / m
+
+    def _count_active(self, x: Tensor) -> None:
+        """Add the per-channel nonzero counts of ``x`` (``(t, k)``) to ``channel_nonzeros``."""
+        if x.shape[-1] != self.k:
+            raise ValueError(f"expected inputs with {self.k} features, got shape {tuple(x.shape)}")
+        counts = (x != 0).sum(dim=0).to(device="cpu", dtype=torch.long)
+        if self.channel_nonzeros.numel() != self.k:
+            self.channel_nonzeros = torch.zeros(self.k, dtype=torch.long)
+        self.channel_nonzeros += counts
+
+    @property
+    def channel_activity(self) -> Tensor | None:
+        """``P(x_j != 0)`` per input channel over the tokens seen (float64), None before any."""
+        if not self.count or self.channel_nonzeros.numel() != self.k:
+            return None
+        return self.channel_nonzeros.to(torch.float64) / self.count
 
     @property
     def has_dense(self) -> bool:

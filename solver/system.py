@@ -52,6 +52,28 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def available_memory_mb(device: torch.device | None = None) -> float | None:
+    """Memory a run can still use: free accelerator memory on CUDA, else the host's available RAM.
+
+    The host figure is ``MemAvailable`` from ``/proc/meminfo`` (Linux), else the free physical
+    pages from ``os.sysconf``. None when it cannot be known (never raises).
+    """
+    try:
+        if device is not None and device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return free / 2**20
+        try:
+            with open("/proc/meminfo", encoding="ascii") as meminfo:
+                for line in meminfo:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) / 1024.0  # KiB
+        except OSError:
+            pass
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except Exception:  # an estimate must never stop a run
+        return None
+
+
 def versions() -> dict[str, str]:
     """Versions of the libraries that shape the results."""
     out = {"python": platform.python_version(), "torch": torch.__version__}

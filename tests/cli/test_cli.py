@@ -148,7 +148,9 @@ def test_input_failure_during_the_run_exits_2(cli: Cli) -> None:
     assert result.exit_code == 2
     data = one_json(result.stdout)
     assert (data["status"], data["category"]) == ("failed", "input")
-    assert one_error_line(result.stderr.split("\n", 1)[1]).startswith("error: model path /nope")
+    after = result.stderr.split("\n", 2)  # the pre-flight estimate, the run directory, then:
+    assert after[0].startswith("pre-flight: ") and after[1].startswith("run directory: ")
+    assert one_error_line(after[2]).startswith("error: model path /nope")
 
 
 def test_cancelled_run_exits_130(cli: Cli) -> None:

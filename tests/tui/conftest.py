@@ -71,6 +71,7 @@ def make_app(runs_dir: Path) -> Callable[..., DuoGPTApp]:
     """Build a workbench with a fake source, a fixed catalog and the test's runs folder."""
 
     def build(source: Any = None, **kw: Any) -> DuoGPTApp:
+        """The App, with ``kw`` overriding the test defaults."""
         options: dict[str, Any] = {
             "source": source if source is not None else FakeSource(),
             "preflight": no_preflight,

@@ -147,6 +147,7 @@ async def test_worker_error_goes_to_a_dialog_not_a_traceback(
     """An exception escaping the runner ends the run with an error dialog; the app lives on."""
 
     def broken_execute(*args: Any, **kwargs: Any) -> Iterator[Event]:
+        """A runner that raises after its first event (a bug in the runner)."""
         yield RunStarted(n_blocks=1, n_layers=7)
         raise RuntimeError("disk on fire")
 

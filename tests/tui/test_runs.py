@@ -129,3 +129,29 @@ async def test_open_run_from_the_command_line(runs_dir: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
         assert app.run_path == first and len(app.event_log.layers) == 21
+
+
+async def test_a_run_written_by_another_process_is_followed(runs_dir: Path) -> None:
+    """Opening a running run dir shows its events so far, then the ones appended later."""
+    from duogpt_tui.app import DuoGPTApp as App
+    from duogpt_tui.runstore import RunDir
+    from tests.tui.fakes import CATALOG, scripted_events
+
+    config = RunConfig()
+    events = list(scripted_events(config, n_blocks=2))
+    writer = RunDir.create(config, out=runs_dir / "live")  # locked by this (live) process
+    try:
+        for event in events[:12]:
+            writer.append(event)
+        app = App(runs_dir=runs_dir, catalog=CATALOG, open_path=writer.path)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+            assert app.event_log.status == "running"
+            before = len(app.event_log.layers)
+            for event in events[12:]:
+                writer.append(event)
+            await wait_for(pilot, lambda: isinstance(app.event_log.terminal, Finished))
+            assert len(app.event_log.layers) == 14 > before
+            assert app._follow_timer is None
+    finally:
+        writer.release()

@@ -10,6 +10,8 @@ from textual.widgets import Input, Select, Static
 
 from duogpt_tui.app import DuoGPTApp, make_app
 from duogpt_tui.widgets.preflight import PreflightLine
+from screens.catalog import Catalog
+from screens.dialogs import FilePickerDialog
 from solver.config import RunConfig
 from solver.errors import InputError
 from tests.tui.conftest import SIZE, wait_for
@@ -93,6 +95,7 @@ async def test_preflight_refusal_is_one_line(
     """An InputError from the pre-flight check shows as one line on setup; no run dir."""
 
     def refuse(config: RunConfig) -> None:
+        """A pre-flight check that always says no."""
         raise InputError("model 'nope' not found: give a built-in name or a folder")
 
     app = make_app(preflight=refuse)
@@ -156,3 +159,34 @@ def test_bad_run_dir_on_the_command_line_is_one_line(tmp_path: Path) -> None:
     """``duogpt-tui NOT_A_RUN`` is refused before any screen, as an InputError."""
     with pytest.raises(InputError, match="not a run directory"):
         make_app([str(tmp_path / "missing")])
+
+
+async def test_file_picker_fills_the_model_field(
+    make_app: Callable[..., DuoGPTApp], tmp_path: Path
+) -> None:
+    """ctrl+o opens the picker; choosing a model folder fills the field and validates it."""
+    model_dir = tmp_path / "my-model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text('{"hidden_size": 64, "num_hidden_layers": 2}')
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, FilePickerDialog))
+        app.screen.query_one("#picker-path", Input).value = str(model_dir)
+        await pilot.click("#ok")
+        await wait_for(pilot, lambda: not isinstance(app.screen, FilePickerDialog))
+        await pilot.pause()
+        assert app.screen.query_one("#model", Input).value == str(model_dir)
+        assert app.screen.query_one("#model-choice", Select).value is Select.NULL
+        assert text_of(app, "#reason-model") == "local model folder"
+        assert "pre-flight estimate" in text_of(app, "#preflight")
+
+
+def test_catalog_discovery_lists_the_built_ins() -> None:
+    """The real catalog offers the solver's built-in models and texts; CUDA only if present."""
+    import torch
+
+    catalog = Catalog.discover()
+    assert {"smollm2-135m", "tiny-random"} <= set(catalog.models)
+    assert {"sotu", "moby-dick", "wikitext2", "c4"} <= set(catalog.texts)
+    assert ("cuda" in catalog.devices) == torch.cuda.is_available()

@@ -45,6 +45,7 @@ def test_run_screen(snap_compare: Any, runs_dir: Path) -> None:
     app = workbench(runs_dir)
 
     async def run_before(pilot: Pilot[int]) -> None:
+        """Set the scene before the picture is taken."""
         load_scripted_run(app)
         await pilot.press("f3")
         await pilot.pause(0.3)
@@ -57,6 +58,7 @@ def test_report_screen(snap_compare: Any, runs_dir: Path) -> None:
     app = workbench(runs_dir)
 
     async def run_before(pilot: Pilot[int]) -> None:
+        """Set the scene before the picture is taken."""
         load_scripted_run(app)
         await pilot.press("f4")
         await pilot.pause(0.5)
@@ -77,6 +79,7 @@ def test_compare_screen(snap_compare: Any, runs_dir: Path) -> None:
     app = workbench(runs_dir)
 
     async def run_before(pilot: Pilot[int]) -> None:
+        """Set the scene before the picture is taken."""
         await pilot.press("f5")
         await app.push_screen(CompareScreen([first, second]))
         await pilot.pause(0.3)
