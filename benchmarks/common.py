@@ -145,6 +145,11 @@ def summarize(events: Sequence[Any], wall: float) -> dict[str, Any]:
 
     out: dict[str, Any] = {"status": "incomplete", "wall_s": round(wall, 2)}
     for event in events:
+        if isinstance(event, ev.RunStarted):
+            out["n_params"] = event.n_params
+            out["dtype"] = event.dtype
+            out["n_blocks"] = event.n_blocks
+            out["calib_tokens"] = event.calib.get("tokens")
         if isinstance(event, ev.PerplexityMeasured) and event.label != "proxy":
             out[f"ppl_{event.label}"] = event.ppl
             if event.label == "pruned":

@@ -174,3 +174,65 @@ def _bar_value(value: float) -> str:
     if math.isfinite(value) and float(value).is_integer():
         return str(int(value))
     return format_number(float(value))
+
+
+def scatter_plot(
+    series: dict[str, list[tuple[float, float]]],
+    width: int = 72,
+    height: int = 12,
+    log_y: bool = False,
+    title: str = "",
+    x_label: str = "",
+) -> str:
+    """Plot ``(x, y)`` points of one or more series on shared axes (x is a value, not an index).
+
+    Like :func:`line_plot`, with the x axis scaled from the smallest to the largest x and labelled
+    at both ends. Non-finite points (and y <= 0 with ``log_y``) are left out.
+
+    Args:
+        series: name -> list of ``(x, y)`` points.
+        width: total width of every line of the plot, y-axis labels included (>= 24).
+        height: rows of the plotting area (>= 3).
+        log_y: plot log10(y); the tick labels still show y.
+        title: an optional first line.
+        x_label: an optional name of the x axis, printed under it.
+
+    Returns:
+        The plot as lines joined by ``\\n`` (no trailing newline), ending with a legend.
+    """
+    width = max(int(width), 24)
+    height = max(int(height), 3)
+    columns = width - _TICK_WIDTH - 2
+    points: list[tuple[str, list[tuple[float, float]]]] = []
+    for name, pairs in series.items():
+        pts = []
+        for x, y in pairs:
+            x, y = float(x), float(y)
+            if not (math.isfinite(x) and math.isfinite(y)) or (log_y and y <= 0):
+                continue
+            pts.append((x, math.log10(y) if log_y else y))
+        points.append((name, pts))
+    lines = [title] if title else []
+    if not any(pts for _, pts in points):
+        lines.append("(no data to plot)")
+        return "\n".join(lines)
+    x_low, x_high = _y_range([x for _, pts in points for x, _ in pts])
+    y_low, y_high = _y_range([y for _, pts in points for _, y in pts])
+    grid = [[" "] * columns for _ in range(height)]
+    for index, (_, pts) in enumerate(points):
+        marker = MARKERS[index % len(MARKERS)]
+        for x, y in pts:
+            column = _scale(x, x_low, x_high, columns)
+            row = height - 1 - _scale(y, y_low, y_high, height)
+            grid[row][column] = marker
+    for row in range(height):
+        label = _tick_label(row, height, y_low, y_high, log_y)
+        lines.append(f"{label:>{_TICK_WIDTH}} |" + "".join(grid[row]).rstrip())
+    lines.append(" " * _TICK_WIDTH + " +" + "-" * columns)
+    first, last = format_number(x_low), format_number(x_high)
+    gap = max(columns - len(first) - len(last), 1)
+    lines.append(" " * (_TICK_WIDTH + 2) + first + " " * gap + last)
+    if x_label:
+        lines.append(" " * (_TICK_WIDTH + 2) + f"x: {x_label}")
+    lines.append(_legend([(name, []) for name, _ in points], log_y))
+    return "\n".join(line.rstrip() for line in lines)

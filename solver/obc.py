@@ -105,15 +105,51 @@ def residual_terms(G: Tensor, g: Tensor, U: Tensor) -> ResidualTerms:
         g: length ``k``, ``rowsum(dX * dX) / m``.
         U: upper Cholesky factor of ``H^-1`` (:func:`inverse_cholesky_upper`).
     """
-    Q = G @ U.T  # (k, k)
+    Q = _upper_of_product(G, U)  # upper triangle of G U^T (k, k); the rest is never needed
     diag_q = torch.diagonal(Q).clone()
     Qs = Q.triu_(1)  # strict upper triangle, in place
     return ResidualTerms(
-        D=Qs @ U,
+        D=_strict_upper_times_upper(Qs, U),
         a=g.clone(),
         b=(Qs * Qs).sum(dim=1),
         c=diag_q / torch.diagonal(U),
     )
+
+
+_TRI_BLOCK = 256
+"""Block size of the triangular products below (plain GEMMs up to twice this size)."""
+
+
+def _upper_of_product(G: Tensor, U: Tensor) -> Tensor:
+    """The upper triangle (diagonal included) of ``G U^T`` for upper-triangular ``U``.
+
+    ``(G U^T)[p, l] = sum_{i >= l} G[p, i] U[l, i]``, so a block of columns ``l`` needs only
+    ``G[:, l0:]`` and, for the upper triangle, only the rows ``p < l1``: about ``k^3 / 3``
+    multiply-adds instead of ``k^3``. Entries below the diagonal are left unspecified (zero or
+    partial) — callers take ``triu``.
+    """
+    k = G.shape[0]
+    if k <= 2 * _TRI_BLOCK:
+        return G @ U.T
+    Q = torch.zeros_like(G)
+    for l0 in range(0, k, _TRI_BLOCK):
+        l1 = min(l0 + _TRI_BLOCK, k)
+        Q[:l1, l0:l1] = G[:l1, l0:] @ U[l0:l1, l0:].T
+    return Q
+
+
+def _strict_upper_times_upper(Qs: Tensor, U: Tensor) -> Tensor:
+    """``Qs U`` for strictly upper ``Qs`` and upper ``U``: row block ``r`` needs only
+    ``Qs[r, r0:] U[r0:, r0:]`` (the product is upper triangular): ``~2 k^3 / 3`` instead of
+    ``2 k^3`` FLOPs."""
+    k = Qs.shape[0]
+    if k <= 2 * _TRI_BLOCK:
+        return Qs @ U
+    D = torch.zeros_like(Qs)
+    for r0 in range(0, k, _TRI_BLOCK):
+        r1 = min(r0 + _TRI_BLOCK, k)
+        D[r0:r1, r0:] = Qs[r0:r1, r0:] @ U[r0:, r0:]
+    return D
 
 
 def column_losses(
@@ -345,41 +381,61 @@ def _sweep(
         group_pos = torch.argsort(col_orig).reshape(-1, m)  # (k/m, m) processing positions
         decide_at = {pos: grp for grp, pos in enumerate(group_pos.min(dim=1).values.tolist())}
 
+    # Per column, the OBS compensation (-e U[p, p:]) and the residual compensation (w D[p, p:])
+    # are one rank-C update (C = 1 for SparseGPT, 2 for DuoGPT): lazy[:, j] = (-e, r) against
+    # rows (U[p], Dm[p]) stacked in `rows`, so a column costs three small kernels, not nine.
+    # After column j, lazy[:, j, 0] = -e and lazy[:, j, 1] = the residual carrier (w, or q for
+    # the "pruned" variant); the block's lazy update of later columns is then one GEMM.
+    channels = 1 if Dm is None else 2
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
+        b = i2 - i1
         W1 = W[:, i1:i2].clone()  # (n, B)
-        E = torch.zeros_like(W1)  # scaled pruning errors
-        R = torch.zeros_like(W1) if Dm is not None else None  # residual carriers
+        lazy = torch.zeros(n, b, channels, dtype=W.dtype, device=W.device)  # (n, B, C)
+        rows = _stacked_rows(U, Dm, i1, i2, i1, i2)  # (B, C, B)
         if nm is None:
             scores = _scores(W1, diag_u[i1:i2], None if extra is None else extra[i1:i2])
             mask[:, i1:i2] = smallest_mask(scores, prune_count(scores.numel(), sparsity))
+        neg_scale = _neg_scale(mask[:, i1:i2], diag_u[i1:i2])  # (n, B): -mask / U_pp
 
-        for j in range(i2 - i1):
+        for j in range(b):
             p = i1 + j
             grp = decide_at.get(p)
             if grp is not None:
                 pos = group_pos[grp]
-                cur = _current_columns(W, W1, E, R, U, Dm, pos, i1, i2, j)  # (n, m)
+                cur = _current_columns(W, W1, lazy, U, Dm, pos, i1, i2, j)  # (n, m)
                 s = _scores(cur, diag_u[pos], None if extra is None else extra[pos])
                 chosen = torch.zeros_like(s, dtype=torch.bool)
                 chosen.scatter_(1, torch.topk(s, n_zero, dim=1, largest=False).indices, True)
                 mask[:, pos] = chosen
-            w = W1[:, j].clone()  # (n,)
-            q = w.masked_fill(mask[:, p], 0)
-            e = (w - q) / U[p, p]
-            W1[:, j:].addr_(e, U[p, p:i2], alpha=-1)  # OBS compensation
-            if Dm is not None and R is not None:
-                W1[:, j:].addr_(w, Dm[p, p:i2])  # residual compensation (kept weights too)
-                R[:, j] = q if lazy_pruned else w
-            W1[:, j] = q
-            E[:, j] = e
+                neg_scale = _neg_scale(mask[:, i1:i2], diag_u[i1:i2])
+            w = W1[:, j]  # (n,) current column (a view)
+            torch.mul(w, neg_scale[:, j], out=lazy[:, j, 0])  # -e = -(w - q) / U_pp
+            if channels == 2:
+                lazy[:, j, 1].copy_(w)
+            # W1[:, j:] += -e (outer) U[p, p:i2] + w (outer) Dm[p, p:i2]  (leaves q in column j)
+            W1[:, j:].addmm_(lazy[:, j, :], rows[j, :, j:])
+            if channels == 2 and lazy_pruned:
+                lazy[:, j, 1].masked_fill_(mask[:, p], 0)  # the lazy update carries q
+        W1.masked_fill_(mask[:, i1:i2], 0)  # exact zeros (the update leaves ~1e-8 there)
 
         W[:, i1:i2] = W1
-        if i2 < k:  # lazy update of the later blocks: two GEMMs
-            W[:, i2:].addmm_(E, U[i1:i2, i2:], alpha=-1)
-            if Dm is not None and R is not None:
-                W[:, i2:].addmm_(R, Dm[i1:i2, i2:])
+        if i2 < k:  # lazy update of the later blocks: one GEMM
+            later = _stacked_rows(U, Dm, i1, i2, i2, k).reshape(b * channels, k - i2)
+            W[:, i2:].addmm_(lazy.reshape(n, b * channels), later)
     return mask
+
+
+def _stacked_rows(U: Tensor, Dm: Tensor | None, r1: int, r2: int, c1: int, c2: int) -> Tensor:
+    """``(r2 - r1, C, c2 - c1)``: per row p, ``U[p, c1:c2]`` (and ``Dm[p, c1:c2]`` when given)."""
+    if Dm is None:
+        return U[r1:r2, c1:c2].unsqueeze(1)
+    return torch.stack((U[r1:r2, c1:c2], Dm[r1:r2, c1:c2]), dim=1)
+
+
+def _neg_scale(mask: Tensor, diag_u: Tensor) -> Tensor:
+    """``-mask / U_pp`` (``n x B``): times a column's values it gives ``-e = -(w - q) / U_pp``."""
+    return mask.to(diag_u.dtype) / (-diag_u).reshape(1, -1)
 
 
 def _scores(W1: Tensor, diag_u: Tensor, extra: Tensor | None) -> Tensor:
@@ -397,8 +453,7 @@ def _scores(W1: Tensor, diag_u: Tensor, extra: Tensor | None) -> Tensor:
 def _current_columns(
     W: Tensor,
     W1: Tensor,
-    E: Tensor,
-    R: Tensor | None,
+    lazy: Tensor,
     U: Tensor,
     Dm: Tensor | None,
     pos: Tensor,
@@ -409,8 +464,10 @@ def _current_columns(
     """Up-to-date values of the columns at processing positions ``pos`` (all ``>= i1 + j``).
 
     Columns inside the block are current in ``W1``; later ones still miss the lazy update of
-    this block's first ``j`` columns, which is applied here on the fly.
+    this block's first ``j`` columns (``lazy[:, :j]``, see :func:`_sweep`), applied here on the
+    fly.
     """
+    n, channels = W1.shape[0], lazy.shape[2]
     cols = []
     for q in pos.tolist():
         if q < i2:
@@ -418,9 +475,8 @@ def _current_columns(
         else:
             col = W[:, q].clone()
             if j:
-                col -= E[:, :j] @ U[i1 : i1 + j, q]
-                if Dm is not None and R is not None:
-                    col += R[:, :j] @ Dm[i1 : i1 + j, q]
+                rows = _stacked_rows(U, Dm, i1, i1 + j, q, q + 1).reshape(j * channels)
+                col += lazy[:, :j].reshape(n, j * channels) @ rows
             cols.append(col)
     return torch.stack(cols, dim=1)
 

@@ -205,18 +205,19 @@ def _since(start: float) -> float:
 
 def _out_of_memory(err: BaseException, state: _State, device: torch.device) -> str:
     """One line for an out-of-memory error: where, what it needed, what reduces it."""
-    if state.need is not None and state.phase.startswith("in block"):
+    if state.need is not None and state.phase == "while pruning":
+        where = f"in block {state.block}"
         need = (
             f"; pruning a block needs {state.need.describe()} on top of the model's "
             f"{estimate.megabytes(state.model_mb)}"
         )
-    elif state.model_mb:
-        need = f"; the model's weights alone take {estimate.megabytes(state.model_mb)}"
     else:
-        need = ""
+        where = state.phase
+        weights = estimate.megabytes(state.model_mb)
+        need = f"; the model's weights alone take {weights}" if state.model_mb else ""
     elsewhere = "--device cpu" if device.type == "cuda" else "a machine with more memory"
     return (
-        f"out of memory {state.phase} on {device} ({type(err).__name__}){need}: use fewer "
+        f"out of memory {where} on {device} ({type(err).__name__}){need}: use fewer "
         f"--nsamples, a shorter --seqlen, a smaller --batch-size, or {elsewhere}"
     )
 
@@ -529,7 +530,7 @@ class _Driver:
                 continue
             self.check_cancel()
             self.state.block = index
-            self.state.phase = f"in block {index}"
+            self.state.phase = "while pruning"
             yield from self.prune_block(
                 index, len(blocks), block, adapter, dense, compressed, extras
             )

@@ -31,6 +31,8 @@ SOLVER_MODULES = (
     "solver.perplexity",
     "solver.adapters",
     "solver.system",
+    "solver.inputs",
+    "solver.estimate",
 )
 
 

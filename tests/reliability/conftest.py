@@ -2,16 +2,16 @@
 
 Every test runs the real solver on the built-in ``tiny-random`` model (or a copy of it saved to
 a folder) with tiny settings (:data:`FAST`). Child processes cost seconds to start (torch and
-transformers imports), so the tests that need one share it where they can.
+transformers imports), so they come from one fork server (:mod:`.forkserver`) that pays the
+imports once, and the tests that need a child share it where they can.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,16 +19,15 @@ from typing import Any
 
 import pytest
 
+from duogpt_tui.runstore import pid_alive
 from solver.models import tiny_random_model
-from tests.cli.conftest import Cli
+from tests.cli.conftest import Cli, cli  # noqa: F401  (``cli``: duogpt with a fake solver)
+from tests.reliability.forkserver import ForkServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 FAST = ("--model", "tiny-random", "--nsamples", "4", "--seqlen", "32", "--eval-windows", "2")
 """The smallest real run: two blocks of tiny-random, 4 x 32 calibration tokens, 2 eval windows."""
-
-CHILD = "from duogpt_tui.cli import main; main()"
-"""``duogpt`` in a child interpreter (the console script may not be on PATH)."""
 
 
 @pytest.fixture
@@ -69,63 +68,96 @@ def kinds(run: Path) -> list[str]:
     return [e["kind"] for e in events_of(run) if e["kind"] != "progress"]
 
 
+@pytest.fixture(scope="session")
+def forkserver() -> Iterator[ForkServer]:
+    """The suite's fork server for ``duogpt`` child processes (see :mod:`.forkserver`)."""
+    server = ForkServer(ROOT)
+    yield server
+    server.close()
+
+
 class Child:
-    """``duogpt prune ARGS`` in a child process, watched through its ``events.jsonl``.
+    """``duogpt prune ARGS --out OUT --json`` in a child process, watched through its events.
 
     Attributes:
-        proc: the child.
+        pid: the child's pid.
         out: its run directory.
     """
 
-    def __init__(self, cwd: Path, out: Path, *args: str) -> None:
-        """Start the child with ``--out out`` and ``args``."""
+    def __init__(self, server: ForkServer, cwd: Path, out: Path, *args: str) -> None:
+        """Start the child (forked by ``server``) in ``cwd``."""
+        self.server = server
         self.out = out
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-        command = [sys.executable, "-c", CHILD, "prune", *args, "--out", str(out), "--json"]
-        self.proc = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        self._stdout = cwd / f"{out.name}.stdout"
+        self._stderr = cwd / f"{out.name}.stderr"
+        command = ["prune", *args, "--out", str(out), "--json"]
+        self.pid = server.start(cwd, self._stdout, self._stderr, command)
+        self.code: int | None = None
 
-    def wait_for(self, found: Callable[[list[dict[str, Any]]], bool], timeout: float = 60) -> None:
-        """Poll ``events.jsonl`` until ``found(events)`` is true (complete lines only)."""
-        deadline = time.monotonic() + timeout
+    def alive(self) -> bool:
+        """Whether the child still runs (an exited, unreaped child counts as ended)."""
+        return self.code is None and pid_alive(self.pid)
+
+    def sees(self, found: Callable[[list[dict[str, Any]]], bool]) -> bool:
+        """Whether ``found(events)`` holds for the complete lines of ``events.jsonl`` now.
+
+        Raises:
+            AssertionError: the child has ended.
+        """
         path = self.out / "events.jsonl"
-        while time.monotonic() < deadline:
-            if path.is_file():
-                lines = path.read_text(encoding="utf-8").split("\n")[:-1]
-                if found([json.loads(line) for line in lines if line]):
-                    return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the child ended early: {self.proc.communicate()}")
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+            if found([json.loads(line) for line in lines if line]):
+                return True
+        if not self.alive():
+            raise AssertionError(f"the child ended early: {self.wait()}")
+        return False
+
+    def wait_for(self, found: Callable[[list[dict[str, Any]]], bool], timeout: float = 90) -> None:
+        """Poll ``events.jsonl`` until ``found(events)`` holds (complete lines only)."""
+        deadline = time.monotonic() + timeout
+        while not self.sees(found):
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"timed out waiting in {self.out}")
             time.sleep(0.02)
-        self.proc.kill()
-        raise AssertionError(f"timed out waiting in {path}")
+
+    def wait(self, timeout: float = 120) -> tuple[int, str, str]:
+        """Wait for the child to end (kill it after ``timeout``); (exit code, stdout, stderr)."""
+        if self.code is None:
+            deadline = time.monotonic() + timeout
+            while pid_alive(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if pid_alive(self.pid):
+                os.kill(self.pid, signal.SIGKILL)
+            self.code = self.server.wait(self.pid)
+        return self.code, self._stdout.read_text(), self._stderr.read_text()
 
     def signal(self, signum: int) -> tuple[int, str, str]:
-        """Send ``signum`` and wait for the child; return (exit code, stdout, stderr)."""
-        self.proc.send_signal(signum)
-        stdout, stderr = self.proc.communicate(timeout=60)
-        return self.proc.returncode, stdout, stderr
+        """Send ``signum`` and wait for the child; (exit code, stdout, stderr)."""
+        os.kill(self.pid, signum)
+        return self.wait()
 
     def kill(self) -> None:
         """``kill -9`` the child and reap it."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.communicate(timeout=60)
+        if self.code is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.wait()
 
 
 @pytest.fixture
-def child(tmp_path: Path) -> Iterator[Callable[..., Child]]:
+def child(tmp_path: Path, forkserver: ForkServer) -> Iterator[Callable[..., Child]]:
     """Start ``duogpt prune`` children in ``tmp_path``; any still running at the end is killed."""
     started: list[Child] = []
 
     def start(*args: str, out: str = "run") -> Child:
-        started.append(Child(tmp_path, tmp_path / out, *args))
+        started.append(Child(forkserver, tmp_path, tmp_path / out, *args))
         return started[-1]
 
     yield start
     for one in started:
-        if one.proc.poll() is None:
-            one.kill()
+        one.kill()
 
 
 def has_kind(kind: str, **fields: Any) -> Callable[[list[dict[str, Any]]], bool]:

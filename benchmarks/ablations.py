@@ -1,0 +1,129 @@
+"""Ablations of every [choice] of ALGORITHM.md (issue 4 item 3), DuoGPT at W50% + X50%.
+
+alpha {0, 0.125, 0.25, 0.5, 1}; damping {0.01, 0.05}; act-order off/on; residual variant
+original/pruned; true-sequential vs all-at-once; top-k vs threshold activation rule; calibration
+size {16, 32, 64, 128} samples x seqlen {256, 512} (at each alpha of ``--calib-alphas``). Every
+group changes one option from the defaults; the default configuration runs once and is shared.
+
+    .venv/bin/python benchmarks/ablations.py --quick --out results/ablations-quick.md
+    .venv/bin/python benchmarks/ablations.py --out results/ablations.md [--groups alpha,damping]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import common  # noqa: E402
+
+GROUPS: dict[str, tuple[str, list[Any]]] = {
+    "alpha": ("alpha", [0.0, 0.125, 0.25, 0.5, 1.0]),
+    "damping": ("damping", [0.01, 0.05]),
+    "act_order": ("act_order", [False, True]),
+    "residual": ("residual_variant", ["original", "pruned"]),
+    "sequential": ("true_sequential", [True, False]),
+    "act_rule": ("act_rule", ["topk", "threshold"]),
+}
+"""Group name -> (config field, values)."""
+
+CALIB = ([16, 32, 64, 128], [256, 512])
+QUICK_CALIB = ([4, 8], [64, 128])
+
+
+def configurations(
+    base: dict[str, Any], groups: list[str], calib: tuple[list[int], list[int]], alphas: list[float]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(group, value label, config)`` for every row."""
+    default = {**base, "method": "duogpt", "weight_sparsity": 0.5, "act_sparsity": 0.5}
+    rows = []
+    for group in groups:
+        if group == "calibration":
+            for alpha in alphas:
+                for seqlen in calib[1]:
+                    for nsamples in calib[0]:
+                        config = {**default, "nsamples": nsamples, "seqlen": seqlen}
+                        config["alpha"] = alpha
+                        # the evaluation keeps the base protocol's tokens per window
+                        config["eval_windows"] = base["eval_windows"] * base["seqlen"] // seqlen
+                        label = f"{nsamples} x {seqlen}, alpha {alpha:g}"
+                        rows.append((group, label, config))
+            continue
+        field, values = GROUPS[group]
+        for value in values:
+            rows.append((group, f"{field} = {value}", {**default, field: value}))
+    return rows
+
+
+def main() -> None:
+    """Parse the options, run each distinct configuration once, write the table."""
+    parser = common.arguments(__doc__.split("\n")[0])
+    parser.add_argument(
+        "--groups",
+        default=",".join([*GROUPS, "calibration"]),
+        help=f"comma-separated groups among {', '.join([*GROUPS, 'calibration'])}",
+    )
+    parser.add_argument(
+        "--calib-alphas", default="0.125", help="alphas of the calibration-size grid"
+    )
+    args = parser.parse_args()
+    started, tick = common.machine(), time.monotonic()
+    base = common.protocol(args.quick)
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    alphas = [float(a) for a in args.calib_alphas.split(",") if a.strip()]
+    rows = configurations(base, groups, QUICK_CALIB if args.quick else CALIB, alphas)
+    distinct: dict[str, dict[str, Any]] = {}
+    for _, label, config in rows:
+        distinct.setdefault(json.dumps(config, sort_keys=True), config)
+    results = common.run_all(
+        [(f"config {i}", c) for i, c in enumerate(distinct.values(), 1)],
+        isolate=not args.in_process,
+    )
+    by_key = {json.dumps(c, sort_keys=True): s for _, c, s in results}
+    text = common.document(
+        "Ablations of DuoGPT's [choice] options (W50% + X50%)",
+        [render(rows, by_key)],
+        protocol_line=common.protocol_text(base, args.quick)
+        + " The calibration-size rows keep the evaluation at the same number of tokens "
+        "(windows x seqlen) as the base protocol.",
+        started=started,
+        seconds=time.monotonic() - tick,
+    )
+    common.finish(text, args.out)
+
+
+def render(rows: list[tuple[str, str, dict[str, Any]]], by_key: dict[str, dict[str, Any]]) -> str:
+    """One row per ablation row; the best perplexity of each group in bold."""
+    header = ("group", "setting", "ppl", "x dense", "act. sparsity", "wall s", "solve s")
+    best: dict[str, float] = {}
+    for group, _, config in rows:
+        ppl = by_key[json.dumps(config, sort_keys=True)].get("ppl_pruned")
+        if ppl is not None:
+            best[group] = min(best.get(group, ppl), ppl)
+    out = []
+    for group, label, config in rows:
+        summary = by_key[json.dumps(config, sort_keys=True)]
+        ppl, dense = summary.get("ppl_pruned"), summary.get("ppl_dense")
+        text = common.fmt(ppl) if summary.get("status") == "finished" else summary.get("status")
+        if ppl is not None and ppl == best.get(group):
+            text = f"**{text}**"
+        out.append(
+            (
+                group,
+                label,
+                str(text),
+                common.fmt(ppl / dense) if ppl and dense else "n/a",
+                common.pct(summary.get("eval_act_sparsity")),
+                common.fmt(summary.get("wall_s"), 0),
+                common.fmt(summary.get("solve_s"), 1),
+            )
+        )
+    return common.table(header, out, align="llrrrrr")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Sparsity sweep (issue 4 item 2): weight {0.3 .. 0.7} x activation {0, 0.25, 0.5}.
+
+DuoGPT and SparseGPT at every point; a table and a text plot of perplexity against the
+dual-sparse compute fraction ``(1 - p_w)(1 - p_x)`` (the fraction of multiply-adds left).
+
+    .venv/bin/python benchmarks/sweep.py --quick --out results/sweep-quick.md
+    .venv/bin/python benchmarks/sweep.py --out results/sweep.md [--methods duogpt]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import common  # noqa: E402
+from duogpt_tui.textplot import scatter_plot  # noqa: E402
+
+WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
+ACTS = (0.0, 0.25, 0.5)
+QUICK_WEIGHTS = (0.3, 0.5, 0.7)
+QUICK_ACTS = (0.0, 0.5)
+
+
+def main() -> None:
+    """Parse the options, run the grid, write table and plot."""
+    parser = common.arguments(__doc__.split("\n")[0])
+    parser.add_argument("--methods", default="duogpt,sparsegpt", help="comma-separated methods")
+    args = parser.parse_args()
+    started, tick = common.machine(), time.monotonic()
+    base = common.protocol(args.quick)
+    weights, acts = (QUICK_WEIGHTS, QUICK_ACTS) if args.quick else (WEIGHTS, ACTS)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    runs: list[tuple[str, dict[str, Any]]] = []
+    for method in methods:
+        for p_x in acts:
+            for p_w in weights:
+                config = {**base, "method": method, "weight_sparsity": p_w, "act_sparsity": p_x}
+                runs.append((f"{method} W{p_w:.0%} X{p_x:.0%}", config))
+    results = common.run_all(runs, isolate=not args.in_process)
+    text = common.document(
+        "Sparsity sweep: perplexity vs weight and activation sparsity",
+        [render(results)],
+        protocol_line=common.protocol_text(base, args.quick),
+        started=started,
+        seconds=time.monotonic() - tick,
+    )
+    common.finish(text, args.out)
+
+
+def render(results: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> str:
+    """The table (one row per run) and the plot (one series per method and p_x)."""
+    header = (
+        "method",
+        "p_w",
+        "p_x",
+        "compute fraction",
+        "ppl",
+        "x dense",
+        "weight sparsity",
+        "act. sparsity",
+        "wall s",
+    )
+    rows = []
+    series: dict[str, list[tuple[float, float]]] = {}
+    for _label, config, summary in results:
+        p_w, p_x = config["weight_sparsity"], config["act_sparsity"]
+        fraction = (1 - p_w) * (1 - p_x)
+        ppl, dense = summary.get("ppl_pruned"), summary.get("ppl_dense")
+        rows.append(
+            (
+                config["method"],
+                f"{p_w:.2f}",
+                f"{p_x:.2f}",
+                f"{fraction:.3f}",
+                common.fmt(ppl) if summary.get("status") == "finished" else summary.get("status"),
+                common.fmt(ppl / dense) if ppl and dense else "n/a",
+                common.pct(summary.get("weight_sparsity")),
+                common.pct(summary.get("eval_act_sparsity")),
+                common.fmt(summary.get("wall_s"), 0),
+            )
+        )
+        if ppl:
+            series.setdefault(f"{config['method']} X{p_x:.0%}", []).append((fraction, ppl))
+    dense_ppl = next((s.get("ppl_dense") for _, _, s in results if s.get("ppl_dense")), None)
+    plot = scatter_plot(
+        series,
+        width=78,
+        height=16,
+        log_y=True,
+        title="perplexity (log) vs dual-sparse compute fraction (1 - p_w)(1 - p_x)",
+        x_label="(1 - p_w)(1 - p_x): fraction of multiply-adds left",
+    )
+    parts = [common.table(header, rows, align="lrrrrrrrr")]
+    if dense_ppl:
+        parts.append(f"Dense perplexity (compute fraction 1): {dense_ppl:.2f}.")
+    parts.append("```text\n" + plot + "\n```")
+    return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    main()
