@@ -389,7 +389,7 @@ def _smollm2_marker(gguf: Path | None) -> dict[str, Any]:
 def _convert_gguf(gguf: Path, folder: Path) -> None:
     """Dequantise a GGUF file and save model + tokenizer as a safetensors folder."""
     model, tokenizer = _read_gguf(gguf, torch.float32)
-    with _quiet_loading():
+    with quiet_transformers():
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
@@ -501,7 +501,7 @@ def _read_hf_dir(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     where = str(path)
-    with _quiet_loading():
+    with quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(where)
         except Exception as err:
@@ -539,7 +539,7 @@ def _read_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(path.parent), path.name
-    with _quiet_loading(), _silent_gguf_tqdm():
+    with quiet_transformers(), _silent_gguf_tqdm():
         try:
             config = AutoConfig.from_pretrained(folder, gguf_file=name)
         except Exception as err:
@@ -608,7 +608,7 @@ def _load_hub(spec: str, dtype: torch.dtype, say: Progress) -> LoadedModel:
     reachable: list[bool] = []  # probe once, lazily: a cached model never needs the network
 
     def fetch(what: str, load: Callable[..., Any]) -> Any:
-        with _quiet_loading():
+        with quiet_transformers():
             try:
                 return load(local_files_only=True)
             except Exception as err:  # not cached (OSError) or not loadable offline
@@ -693,8 +693,8 @@ def _silent(_: str) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """Silence transformers' and the hub's progress bars and warnings while loading."""
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' and the hub's progress bars and warnings (loading, saving)."""
     from huggingface_hub.utils import (
         are_progress_bars_disabled,
         disable_progress_bars,

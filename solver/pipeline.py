@@ -806,8 +806,11 @@ class _Driver:
         target = Path(self.workdir) / "model"
         partial = Path(self.workdir) / "model.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        loaded.model.save_pretrained(partial)
-        loaded.tokenizer.save_pretrained(partial)
+        from solver.models import quiet_transformers
+
+        with quiet_transformers():
+            loaded.model.save_pretrained(partial)
+            loaded.tokenizer.save_pretrained(partial)
         settings = act_settings(
             self.config, self.state.thresholds, adapter.all_linears(loaded.model)
         )
