@@ -4,13 +4,12 @@ The paper's ordering is DuoGPT < SparseGPT + activation sparsity < Wanda + activ
 magnitude (+ activation sparsity). Every baseline is pruned on dense activations and evaluated
 with the same activation sparsity, as in the paper.
 
-Measured here (README, Results): with the small calibration sets that fit a CPU test (16 x 128 or
-16 x 256 tokens), Wanda beats SparseGPT on SmolLM2-135M — also without activation sparsity, so
-it is SparseGPT's weight updates overfitting a tiny calibration set, not an activation-sparsity
-effect. The test therefore checks what holds at these settings: DuoGPT beats every baseline,
-and every method beats magnitude pruning.
-
-Runs SmolLM2-135M four times with small settings (a few minutes on 2 cores); marked ``slow``.
+The settings are the issue's reference run (calibration 16 x 256 tokens of SOTU, evaluation
+16 x 256 of Moby-Dick, seed 0). Measured there (README, Results): DuoGPT 212 < Wanda 224 <
+SparseGPT 243 < magnitude 1461 — Wanda beats SparseGPT on SmolLM2-135M with calibration sets
+this small, also without activation sparsity (SparseGPT's updates overfit 4096 tokens), so the
+SparseGPT-vs-Wanda part of the paper's ordering is not asserted; DuoGPT beating every baseline
+and every method beating magnitude is. Four runs of the real model: marked ``slow``.
 """
 
 from __future__ import annotations
@@ -23,11 +22,18 @@ from solver.pipeline import run
 
 SETTINGS = RunConfig(
     model="smollm2-135m",
+    calib="sotu",
+    eval="moby-dick",
     weight_sparsity=0.5,
     act_sparsity=0.5,
+    act_rule="topk",
     nsamples=16,
-    seqlen=128,
-    eval_windows=8,
+    seqlen=256,
+    eval_windows=16,
+    seed=0,
+    alpha=0.125,
+    damping=0.01,
+    block_size=128,
     save_model=False,
     checkpoints=False,
 )
