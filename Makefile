@@ -28,5 +28,11 @@ lint: setup
 	$(VENV)/bin/ruff check duogpt_tui solver screens tests
 	$(VENV)/bin/ruff format --check duogpt_tui solver screens tests
 
+bench-quick: setup
+	$(VENV)/bin/python benchmarks/methods.py --quick --threads 1 --out results/methods-quick.md
+	$(VENV)/bin/python benchmarks/sweep.py --quick --threads 1 --out results/sweep-quick.md
+	$(VENV)/bin/python benchmarks/ablations.py --quick --threads 1 --out results/ablations-quick.md
+	$(VENV)/bin/python benchmarks/solver_speed.py --quick --threads 1 --out results/solver_speed-quick.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 GROUPS: dict[str, tuple[str, list[Any]]] = {
     "alpha": ("alpha", [0.0, 0.125, 0.25, 0.5, 1.0]),
@@ -32,7 +32,8 @@ GROUPS: dict[str, tuple[str, list[Any]]] = {
 """Group name -> (config field, values)."""
 
 CALIB = ([16, 32, 64, 128], [256, 512])
-QUICK_CALIB = ([4, 8], [64, 128])
+QUICK_CALIB = ([4, 8], [128])
+QUICK_ALPHAS = [0.0, 0.125, 1.0]  # --quick: fewer alphas
 
 
 def configurations(
@@ -71,17 +72,20 @@ def main() -> None:
         "--calib-alphas", default="0.125", help="alphas of the calibration-size grid"
     )
     args = parser.parse_args()
+    base = common.protocol(args.quick, args.threads)
     started, tick = common.machine(), time.monotonic()
-    base = common.protocol(args.quick)
+    isolate = not (args.in_process or args.quick)  # --quick: one process, fast start
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     alphas = [float(a) for a in args.calib_alphas.split(",") if a.strip()]
+    if args.quick:
+        GROUPS["alpha"] = ("alpha", QUICK_ALPHAS)
     rows = configurations(base, groups, QUICK_CALIB if args.quick else CALIB, alphas)
     distinct: dict[str, dict[str, Any]] = {}
-    for _, label, config in rows:
+    for _group, _label, config in rows:
         distinct.setdefault(json.dumps(config, sort_keys=True), config)
     results = common.run_all(
         [(f"config {i}", c) for i, c in enumerate(distinct.values(), 1)],
-        isolate=not args.in_process,
+        isolate=isolate,
     )
     by_key = {json.dumps(c, sort_keys=True): s for _, c, s in results}
     text = common.document(

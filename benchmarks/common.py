@@ -80,8 +80,11 @@ def quick_model() -> str:
     return str(target)
 
 
-def protocol(quick: bool) -> dict[str, Any]:
-    """The base configuration fields of the full or quick protocol."""
+def protocol(quick: bool, threads: int = 0) -> dict[str, Any]:
+    """The base configuration fields of the full or quick protocol (``threads``: see
+    :func:`set_threads`; 0 keeps torch's default)."""
+    if threads:
+        set_threads(threads)
     if quick:
         return {**QUICK, "model": quick_model()}
     return dict(FULL)
@@ -99,10 +102,16 @@ def protocol_text(base: dict[str, Any], quick: bool) -> str:
         f"`{base['calib']}` (seed {base['seed']}); perplexity on {base['eval_windows']} "
         f"non-overlapping windows of {base['seqlen']} tokens of `{base['eval']}`, activation "
         "sparsity on for every token (per-token top-k unless stated); device "
-        f"`{base['device']}`; one run at a time, each in a fresh process unless stated. Weight "
+        f"`{base['device']}` with {_threads_text()}; one run at a time, each in a fresh process "
+        "unless stated. Weight "
         "sparsity is per layer over the decoder blocks' linear layers; activation sparsity is "
         "the measured fraction of zeroed inputs during the final evaluation."
     )
+
+
+def _threads_text() -> str:
+    threads = os.environ.get(THREADS_ENV)
+    return f"{threads} torch thread(s)" if threads else "torch's default threads"
 
 
 # --------------------------------------------------------------------- running
@@ -238,6 +247,27 @@ def machine() -> dict[str, Any]:
     }
 
 
+THREADS_ENV = "DUOGPT_BENCH_THREADS"
+"""Torch threads for the benchmark and the processes it starts (unset: torch's default)."""
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` torch threads here and in every run process started from here."""
+    import torch
+
+    os.environ[THREADS_ENV] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def apply_thread_setting() -> None:
+    """Honour :data:`THREADS_ENV` (called by each run process)."""
+    threads = os.environ.get(THREADS_ENV)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory (Linux ru_maxrss is in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -251,6 +281,9 @@ def arguments(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="reduced run (< 3 min on 2 cores)")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads in every run (0: torch default)"
+    )
     parser.add_argument(
         "--in-process",
         action="store_true",
@@ -338,6 +371,7 @@ def finish(text: str, out: Path | None) -> None:
 def main() -> None:
     """Run one configuration (a JSON object of RunConfig fields) and print its summary as JSON."""
     config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    apply_thread_setting()
     print(json.dumps(run_in_process(config)), flush=True)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "duogpt")
 
@@ -44,20 +44,27 @@ def main() -> None:
     """Parse the options, run, write the table."""
     parser = common.arguments(__doc__.split("\n")[0])
     parser.add_argument("--only", default="", help="comma-separated method labels to run")
+    parser.add_argument(
+        "--settings", default="", help="comma-separated settings to run, e.g. 'W50%% + X0%%'"
+    )
     args = parser.parse_args()
+    base = common.protocol(args.quick, args.threads)
     started, tick = common.machine(), time.monotonic()
-    base = common.protocol(args.quick)
+    isolate = not (args.in_process or args.quick)  # --quick: one process, fast start
     runs = configurations(base)
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
         runs = [r for r in runs if r[1] in wanted or r[1].split(" ")[0] in wanted]
+    if args.settings:
+        chosen = {name.strip() for name in args.settings.split(",")}
+        runs = [r for r in runs if r[0] in chosen]
     results = common.run_all(
         [(f"{setting} {label}", config) for setting, label, config in runs],
-        isolate=not args.in_process,
+        isolate=isolate,
     )
     text = common.document(
         "Methods: perplexity, sparsity, time and memory",
-        [render(runs, results, in_process=args.in_process)],
+        [render(runs, results, in_process=not isolate)],
         protocol_line=common.protocol_text(base, args.quick),
         started=started,
         seconds=time.monotonic() - tick,
@@ -90,13 +97,13 @@ def render(
     if dense:
         rows.append(("W0% + X0%", "dense", common.fmt(dense), "1.00", "0.0%", "0.0%"))
         rows[-1] += ("", "", "", "1.00x")
-    dense_act = next((r.get("ppl_dense_act") for _, _, r in results if r.get("ppl_dense_act")), None)
+    dense_act = next(
+        (r.get("ppl_dense_act") for _, _, r in results if r.get("ppl_dense_act")), None
+    )
     if dense_act:
-        rows.append(
-            ("W0% + X50%", "dense + activation sparsity", common.fmt(dense_act))
-            + (common.fmt(dense_act / dense) if dense else "n/a", "0.0%", "50.0%", "", "", "")
-            + ("",)
-        )
+        ratio = common.fmt(dense_act / dense) if dense else "n/a"
+        dense_row = ("W0% + X50%", "dense + activation sparsity", common.fmt(dense_act), ratio)
+        rows.append((*dense_row, "0.0%", "50.0%", "", "", "", ""))
     for (setting, label, _config), (_, _, summary) in zip(runs, results, strict=True):
         ppl = summary.get("ppl_pruned")
         bound = summary.get("speedup_bytes", {}).get("dual")

@@ -16,12 +16,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import common  # noqa: E402
-from duogpt_tui.textplot import scatter_plot  # noqa: E402
+from benchmarks import common
+from duogpt_tui.textplot import scatter_plot
 
 WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
 ACTS = (0.0, 0.25, 0.5)
-QUICK_WEIGHTS = (0.3, 0.5, 0.7)
+QUICK_WEIGHTS = (0.3, 0.7)
 QUICK_ACTS = (0.0, 0.5)
 
 
@@ -30,8 +30,9 @@ def main() -> None:
     parser = common.arguments(__doc__.split("\n")[0])
     parser.add_argument("--methods", default="duogpt,sparsegpt", help="comma-separated methods")
     args = parser.parse_args()
+    base = common.protocol(args.quick, args.threads)
     started, tick = common.machine(), time.monotonic()
-    base = common.protocol(args.quick)
+    isolate = not (args.in_process or args.quick)  # --quick: one process, fast start
     weights, acts = (QUICK_WEIGHTS, QUICK_ACTS) if args.quick else (WEIGHTS, ACTS)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     runs: list[tuple[str, dict[str, Any]]] = []
@@ -40,7 +41,7 @@ def main() -> None:
             for p_w in weights:
                 config = {**base, "method": method, "weight_sparsity": p_w, "act_sparsity": p_x}
                 runs.append((f"{method} W{p_w:.0%} X{p_x:.0%}", config))
-    results = common.run_all(runs, isolate=not args.in_process)
+    results = common.run_all(runs, isolate=isolate)
     text = common.document(
         "Sparsity sweep: perplexity vs weight and activation sparsity",
         [render(results)],
@@ -86,18 +87,22 @@ def render(results: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> str:
         if ppl:
             series.setdefault(f"{config['method']} X{p_x:.0%}", []).append((fraction, ppl))
     dense_ppl = next((s.get("ppl_dense") for _, _, s in results if s.get("ppl_dense")), None)
-    plot = scatter_plot(
-        series,
-        width=78,
-        height=16,
-        log_y=True,
-        title="perplexity (log) vs dual-sparse compute fraction (1 - p_w)(1 - p_x)",
-        x_label="(1 - p_w)(1 - p_x): fraction of multiply-adds left",
-    )
+    methods = sorted({name.split(" ")[0] for name in series})
+    plots = [
+        scatter_plot(
+            {name: pts for name, pts in series.items() if name.split(" ")[0] == method},
+            width=78,
+            height=14,
+            log_y=True,
+            title=f"{method}: perplexity (log) vs dual-sparse compute fraction (1 - p_w)(1 - p_x)",
+            x_label="(1 - p_w)(1 - p_x): fraction of multiply-adds left",
+        )
+        for method in methods
+    ]
     parts = [common.table(header, rows, align="lrrrrrrrr")]
     if dense_ppl:
         parts.append(f"Dense perplexity (compute fraction 1): {dense_ppl:.2f}.")
-    parts.append("```text\n" + plot + "\n```")
+    parts += ["```text\n" + plot + "\n```" for plot in plots]
     return "\n\n".join(parts)
 
 

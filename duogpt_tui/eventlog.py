@@ -52,6 +52,8 @@ class EventLog:
         perplexities: the :class:`PerplexityMeasured` events, in order.
         terminal: the run's final event (finished, cancelled, failed), once it arrived.
         current_block: the block being pruned (-1 before the first one).
+        notices: what the workbench or the run store noticed about the run, not part of its
+            events (a stale lock taken over, an interrupted run), in order.
     """
 
     events: list[Event] = field(default_factory=list)
@@ -63,10 +65,17 @@ class EventLog:
     perplexities: list[PerplexityMeasured] = field(default_factory=list)
     terminal: Event | None = None
     current_block: int = -1
+    notices: list[str] = field(default_factory=list)
 
-    def reset(self, events: Iterable[Event] = ()) -> None:
-        """Forget everything (a new run starts or another run is opened), then add ``events``."""
+    def reset(self, events: Iterable[Event] = (), notices: Iterable[str] = ()) -> None:
+        """Forget everything (a new run starts or another run is opened), then add ``events``.
+
+        Args:
+            events: the run's events so far.
+            notices: the run's notices so far (see :attr:`notices`).
+        """
         self.events = []
+        self.notices = list(notices)
         self.progress = None
         self.started = None
         self.layers = []
@@ -76,6 +85,10 @@ class EventLog:
         self.current_block = -1
         self.generation += 1
         self.extend(events)
+
+    def add_notice(self, text: str) -> None:
+        """Add one notice (see :attr:`notices`)."""
+        self.notices.append(text)
 
     def extend(self, events: Iterable[Event]) -> None:
         """Append several events in order."""

@@ -1,8 +1,11 @@
-"""Messages that the run worker posts to the App (small dataclasses, one job each).
+"""Messages that the run's workers post to the App (small dataclasses, one job each).
 
-The worker thread never touches widgets: it only posts these. :class:`RunEvent` wraps one solver
-event; consecutive progress events replace each other in the App's queue (``can_replace``), so a
-fast solver cannot flood the UI.
+The worker threads never touch widgets: they only post these. Starting a run takes two workers:
+the *prepare* worker runs the pre-flight check and creates the run directory
+(:class:`RunLaunched` or :class:`RunRefused`); only then does the *run* worker iterate the solver,
+posting one :class:`RunEvent` per event and a :class:`RunNotice` for each notice of the run store.
+Consecutive progress events replace each other in the App's queue (``can_replace``), so a fast
+solver cannot flood the UI.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 from textual.message import Message
 
+from duogpt_tui.runstore import RunDir
 from solver.config import RunConfig
 from solver.events import Event, Progress
 
@@ -40,17 +44,20 @@ class RunEvent(Message):
 
 @dataclass
 class RunLaunched(Message):
-    """The pre-flight check passed and the run directory was created.
+    """The pre-flight check passed and the run directory was created (and locked).
 
     Attributes:
         path: the run directory.
         config: the run's configuration.
         token: the run's token.
+        run_dir: the locked run directory, handed to the run worker; its ``notes`` (e.g. a stale
+            lock taken over) are shown in the run screen's log.
     """
 
     path: Path
     config: RunConfig
     token: int
+    run_dir: RunDir | None = None
 
 
 @dataclass
@@ -63,4 +70,17 @@ class RunRefused(Message):
     """
 
     error: str
+    token: int
+
+
+@dataclass
+class RunNotice(Message):
+    """A notice of the run store during the run (e.g. the report could not be written).
+
+    Attributes:
+        text: one line.
+        token: the run's token.
+    """
+
+    text: str
     token: int

@@ -407,16 +407,10 @@ def _decode_speedup(events: Sequence[ev.Event]) -> str:
             (
                 "**all linear layers**" if name == "all" else f"`{name}`",
                 str(len(costs)),
-                f"{cost['dense_flops'] / 1e6:.2f}",
-                f"{cost['dense_bytes'] / 1e6:.2f}",
-                *(
-                    f"{cost[f'{m}_flops'] / 1e6:.2f} ({_ratio(ratio[m]['flops'])})"
-                    for m in modes
-                ),
-                *(
-                    f"{cost[f'{m}_bytes'] / 1e6:.2f} ({_ratio(ratio[m]['bytes'])})"
-                    for m in modes
-                ),
+                f"{cost['dense_flops'] / 1e6:.4g}",
+                f"{cost['dense_bytes'] / 1e6:.4g}",
+                *(f"{cost[f'{m}_flops'] / 1e6:.4g} ({_ratio(ratio[m]['flops'])})" for m in modes),
+                *(f"{cost[f'{m}_bytes'] / 1e6:.4g} ({_ratio(ratio[m]['bytes'])})" for m in modes),
             )
         )
     lines = ["## Estimated decode speedup bounds", ""]

@@ -1,7 +1,9 @@
 """The report screen: the run's Markdown report, rendered from the event log, and its export.
 
 The report is ``report.render_markdown`` of the App's log, so it is the same text that the run
-directory's ``report.md`` holds. ``e`` exports it: to the run directory's ``report.md`` or a path
+directory's ``report.md`` holds. It is rendered to styled lines on a thread worker
+(:mod:`duogpt_tui.widgets.report_view`), so a long report (hundreds of table rows) never holds
+the UI while a run goes on. ``e`` exports it: to the run directory's ``report.md`` or a path
 typed in a modal; an existing file is only replaced after a confirmation.
 """
 
@@ -10,17 +12,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.style import Style
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Header, MarkdownViewer
+from textual.strip import Strip
+from textual.widgets import Footer, Header
+from textual.worker import Worker, WorkerState
 
 from duogpt_tui import report
+from duogpt_tui.widgets.report_view import ReportView, render_lines, report_theme
 from screens.dialogs import ConfirmDialog, PathDialog
 from solver.errors import InputError
 from solver.events import Event
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from duogpt_tui.app import DuoGPTApp
 
 EMPTY_REPORT = (
@@ -32,6 +41,16 @@ REFRESH_SECONDS = 2.0
 """How often a visible report of a running run is rendered again."""
 
 
+def report_markdown(events: Sequence[Event], config: dict[str, object] | None) -> str:
+    """The Markdown of ``events`` (a placeholder without a run; a rendering bug as a message)."""
+    if not events:
+        return EMPTY_REPORT
+    try:
+        return report.render_markdown(list(events), config=config)
+    except Exception as error:  # a report bug must not take the workbench down
+        return f"# The report could not be rendered\n\n`{type(error).__name__}: {error}`\n"
+
+
 class ReportScreen(Screen[None]):
     """The current run's report as Markdown, with an export key."""
 
@@ -41,7 +60,12 @@ class ReportScreen(Screen[None]):
     ]
 
     def __init__(self) -> None:
-        """Create the screen."""
+        """Create the screen.
+
+        Attributes:
+            stale: the log changed since the report was last rendered.
+            text: the Markdown shown (empty until the first rendering arrives).
+        """
         super().__init__()
         self.stale = True
         self.text = ""
@@ -54,19 +78,25 @@ class ReportScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         """Header, the Markdown viewer and the footer."""
         yield Header()
-        yield MarkdownViewer(EMPTY_REPORT, show_table_of_contents=False, id="report-view")
+        yield ReportView(id="report-view")
         yield Footer()
 
     def on_mount(self) -> None:
         """Render now, then follow the log (re-rendering at most every few seconds)."""
         self.sub_title = "report"
         self.duo.log_changed.subscribe(self, self._log_changed)
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.render_report(force=True))
         self.set_interval(REFRESH_SECONDS, self._tick)
         self.render_report()
 
     def on_screen_resume(self) -> None:
         """Shown again: render if the log changed meanwhile."""
         if self.is_mounted and self.stale:
+            self.render_report()
+
+    def on_resize(self, _event: events.Resize) -> None:
+        """A new width needs new lines."""
+        if self.is_mounted and self._width() != self.query_one(ReportView).width_rendered:
             self.render_report()
 
     def _log_changed(self, _event: Event | None) -> None:
@@ -82,22 +112,57 @@ class ReportScreen(Screen[None]):
 
     def report_text(self) -> str:
         """The Markdown of the App's log (a placeholder without a run)."""
-        log = self.duo.event_log
-        if not log.events:
-            return EMPTY_REPORT
         config = self.duo.current_config
-        try:
-            return report.render_markdown(log.events, config=config.to_dict() if config else None)
-        except Exception as error:  # a report bug must not take the workbench down
-            return f"# The report could not be rendered\n\n`{type(error).__name__}: {error}`\n"
+        return report_markdown(self.duo.event_log.events, config.to_dict() if config else None)
 
-    def render_report(self) -> None:
-        """Render the report into the viewer (only when the text changed)."""
+    def _width(self) -> int:
+        """The cells a report line may take (the view less its padding and scroll bar)."""
+        view = self.query_one(ReportView)
+        return max(view.content_region.width - view.styles.scrollbar_size_vertical, 20)
+
+    def render_report(self, force: bool = False) -> None:
+        """Render the report on a worker; the view is updated when the lines are ready.
+
+        Args:
+            force: render even when the text and width are those shown (a new theme).
+        """
         self.stale = False
-        text = self.report_text()
-        if text != self.text:
+        config = self.duo.current_config
+        shown = ("", -1) if force else (self.text, self.query_one(ReportView).width_rendered)
+        self._make_lines(
+            list(self.duo.event_log.events),
+            config.to_dict() if config else None,
+            self._width(),
+            report_theme(self.app.theme_variables),
+            shown,
+        )
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="report", description="report")
+    def _make_lines(
+        self,
+        events: list[Event],
+        config: dict[str, object] | None,
+        width: int,
+        styles: dict[str, Style],
+        shown: tuple[str, int],
+    ) -> tuple[str, list[Strip], int] | None:
+        """Markdown and styled lines of the report (None when they are what is shown)."""
+        text = report_markdown(events, config)
+        if (text, width) == shown:
+            return None
+        return text, render_lines(text, width, styles), width
+
+    @on(Worker.StateChanged)
+    def _rendered(self, event: Worker.StateChanged) -> None:
+        """Show the lines a render worker made."""
+        if event.worker.group != "report":
+            return
+        if event.state == WorkerState.SUCCESS and event.worker.result is not None:
+            text, lines, width = event.worker.result
             self.text = text
-            self.query_one(MarkdownViewer).document.update(text)
+            self.query_one(ReportView).show_lines(lines, width)
+        elif event.state == WorkerState.ERROR:
+            self.notify(f"Could not render the report: {event.worker.error}", severity="error")
 
     # ----------------------------------------------------------------------------- export
 

@@ -1,9 +1,10 @@
 """The run screen: progress, live plots, the layer table and the notes log.
 
 The screen never talks to the worker. It subscribes to the App's ``log_changed`` signal: a note
-goes straight to the log widget; anything else marks the screen *stale*, and a timer redraws the
-plots, table and header from the App's :class:`~duogpt_tui.eventlog.EventLog` at most
-:data:`REDRAW_HZ` times a second (and at once when the screen is shown again).
+(and a notice of the run store, such as a stale lock taken over) goes straight to the log
+widget; anything else marks the screen *stale*, and a timer redraws the plots, table and header
+from the App's :class:`~duogpt_tui.eventlog.EventLog` at most :data:`REDRAW_HZ` times a second
+(and at once when the screen is shown again). Each plot redraws only when its series changed.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def log_line(event: Event, styles: dict[str, Style] | None = None) -> Text | Non
     return None
 
 
+def notice_line(text: str, styles: dict[str, Style] | None = None) -> Text:
+    """The notes-log line for a notice of the workbench or the run store (no time stamp)."""
+    style = (styles or {}).get("warning", Style(bold=True))
+    return Text.assemble(("note: ", style), text)
+
+
 class RunScreen(Screen[None]):
     """Live view of the App's event log (the current run, or a reopened one)."""
 
@@ -90,6 +97,8 @@ class RunScreen(Screen[None]):
         self.stale = True
         self._log_generation = -1
         self._log_count = 0
+        self._notice_count = 0
+        self._ready = False
 
     @property
     def duo(self) -> DuoGPTApp:
@@ -117,11 +126,15 @@ class RunScreen(Screen[None]):
         self.sub_title = "run"
         self.duo.log_changed.subscribe(self, self._log_changed)
         self.set_interval(1 / REDRAW_HZ, self._tick)
+        self._ready = True
         self.redraw()
 
     def on_screen_resume(self) -> None:
-        """Shown again (mode switch): redraw now rather than on the next tick."""
-        if self.is_mounted:
+        """Shown again (mode switch): redraw now rather than on the next tick.
+
+        The first time the screen is shown this comes before :meth:`on_mount`, which draws.
+        """
+        if self._ready:
             self.redraw()
 
     def _log_changed(self, _event: Event | None) -> None:
@@ -155,7 +168,11 @@ class RunScreen(Screen[None]):
             notes.clear()
             self._log_generation = log.generation
             self._log_count = 0
+            self._notice_count = 0
         styles = theme_styles(self.app.theme_variables)
+        for text in log.notices[self._notice_count :]:
+            notes.write(notice_line(text, styles))
+        self._notice_count = len(log.notices)
         for event in log.events[self._log_count :]:
             line = log_line(event, styles)
             if line is not None:

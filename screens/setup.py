@@ -1,9 +1,14 @@
 """The setup screen: choose the model, data, method and sparsities, then start the run.
 
 Every field is checked as it changes (:mod:`screens.setup_fields`, which defers to
-``RunConfig.validate`` and ``parse_pattern``) and the reason appears next to it. A pre-flight line
-estimates memory and time. ``ctrl+r`` asks the App to start the run; the App runs the real
-pre-flight check and shows its one-line refusal here (:attr:`DuoGPTApp.start_error`).
+``RunConfig.validate`` and ``parse_pattern``) and the reason appears next to it. A moment after
+the last change, a worker runs the pre-flight's file and machine checks
+(:func:`~screens.setup_fields.inspect_inputs`: is the folder a causal LM, is the text file
+readable UTF-8, does ``seqlen`` fit the model's context, is CUDA there) and the estimate of
+memory and time (:func:`~duogpt_tui.widgets.preflight.estimate_lines`, the same line as
+``duogpt prune``); its problems appear next to their fields too. ``ctrl+r`` starts nothing while
+any field has a problem; otherwise the App runs the full pre-flight check and shows its one-line
+refusal here (:attr:`DuoGPTApp.start_error`).
 """
 
 from __future__ import annotations
@@ -11,19 +16,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+from textual.worker import Worker, WorkerState
 
-from duogpt_tui.widgets.preflight import PreflightLine
+from duogpt_tui.widgets.preflight import EstimateLines, PreflightLine, estimate_lines
 from screens.catalog import Catalog
 from screens.dialogs import FilePickerDialog
-from screens.setup_fields import NUMBER_CHECKERS, Check, check_model, check_text
+from screens.setup_fields import (
+    CHOICE_FIELDS,
+    DEEP_INPUTS,
+    NUMBER_CHECKERS,
+    Check,
+    check_choice,
+    check_model,
+    check_text,
+    inspect_inputs,
+)
 from solver.config import METHODS, RunConfig
 from solver.errors import InputError
 
@@ -38,12 +54,47 @@ NUMBERS = {
     "weight_sparsity": ("Weight sparsity", "fraction of weights pruned, e.g. 0.5"),
     "act_sparsity": ("Activation sparsity", "fraction of inputs zeroed per token; 0 = off"),
     "alpha": ("Alpha (DuoGPT)", "residual scale; 0 = SparseGPT on sparse inputs"),
+    "damping": ("Damping", "relative Hessian damping, e.g. 0.01"),
     "nsamples": ("Calibration samples", "sequences"),
     "seqlen": ("Sequence length", "tokens per sample and per evaluation window"),
     "eval_windows": ("Evaluation windows", "0 skips perplexity"),
     "seed": ("Seed", "seeds sampling and everything random"),
 }
-"""The typed fields, with their labels and placeholders, in form order."""
+"""The typed fields, with their labels and placeholders."""
+
+CHOICES = {
+    "act_rule": (
+        "Activation rule",
+        {"topk": "topk (per token)", "threshold": "threshold (calibrated)"},
+    ),
+    "dtype": (
+        "Model dtype",
+        {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"},
+    ),
+}
+"""The fields picked from a list (besides method and device), with their labels and choices."""
+
+FIELDS = (
+    *SOURCES,
+    "method",
+    "pattern",
+    "weight_sparsity",
+    "act_sparsity",
+    "act_rule",
+    "alpha",
+    "damping",
+    "nsamples",
+    "seqlen",
+    "eval_windows",
+    "seed",
+    "device",
+    "dtype",
+    "proxy_every",
+)
+"""Every field, in form order (the first problem in this order is the one start reports)."""
+
+CHECK_DELAY = 0.3
+"""Seconds after the last change before the file and machine checks run (on a worker)."""
 
 METHOD_LABELS = {
     "duogpt": "duogpt (dual-sparse OBS)",
@@ -71,12 +122,23 @@ class SetupScreen(Screen[None]):
     ]
 
     def __init__(self) -> None:
-        """Create the screen; the form is filled from the App's initial config on compose."""
+        """Create the screen; the form is filled from the App's initial config on compose.
+
+        Attributes:
+            problems: the one-line problem of each invalid field (``form`` for a rule that
+                spans fields), from the checks as you type and the last file/machine check.
+            values: each field's parsed value (None where it could not be parsed).
+            inspected: the config of the last file/machine check and its problems by field.
+            estimate: the config of the last estimate and its lines.
+        """
         super().__init__()
         self.problems: dict[str, str] = {}
         self.values: dict[str, Any] = {}
+        self.inspected: tuple[RunConfig, dict[str, str]] | None = None
+        self.estimate: tuple[RunConfig, EstimateLines] | None = None
         self._browse_target = "model"
         self._choices: dict[str, set[str]] = {}
+        self._check_timer: Timer | None = None
 
     @property
     def duo(self) -> DuoGPTApp:
@@ -91,60 +153,61 @@ class SetupScreen(Screen[None]):
         catalog = self.duo.catalog
         yield Header()
         with VerticalScroll(id="setup-form"):
-            for name, label in SOURCES.items():
-                yield from self._source_row(name, label, str(getattr(config, name)), catalog)
-            yield self._row(
-                "method",
-                "Method",
-                Select(
-                    [(METHOD_LABELS.get(m, m), m) for m in METHODS],
-                    value=config.method if config.method in METHODS else "duogpt",
-                    allow_blank=False,
-                    compact=True,
-                    id="method",
-                ),
-            )
-            for name, (label, placeholder) in NUMBERS.items():
-                field = Input(
-                    str(getattr(config, name)),
-                    placeholder=placeholder,
-                    compact=True,
-                    id=name,
-                    classes="field-input",
-                    suggester=PATTERN_SUGGESTIONS if name == "pattern" else None,
-                )
-                yield self._row(name, label, field)
-            devices = list(catalog.devices)
-            if config.device not in devices:
-                devices.append(config.device)
-            yield self._row(
-                "device",
-                "Device",
-                Select(
-                    [(d, d) for d in devices],
-                    value=config.device,
-                    allow_blank=False,
-                    compact=True,
-                    id="device",
-                ),
-            )
-            every = config.proxy_every or PROXY_DEFAULT
-            yield self._row(
-                "proxy_every",
-                "Proxy perplexity",
-                Checkbox("every", config.proxy_every > 0, compact=True, id="proxy-on"),
-                Input(
-                    str(every),
-                    compact=True,
-                    id="proxy_every",
-                    classes="field-input -short",
-                    disabled=config.proxy_every == 0,
-                ),
-                Label("blocks", classes="field-unit"),
-            )
+            for name in FIELDS:
+                if name in SOURCES:
+                    yield from self._source_row(
+                        name, SOURCES[name], str(getattr(config, name)), catalog
+                    )
+                elif name == "method":
+                    yield self._select_row(
+                        name, "Method", [(METHOD_LABELS.get(m, m), m) for m in METHODS]
+                    )
+                elif name == "device":
+                    yield self._select_row(name, "Device", [(d, d) for d in catalog.devices])
+                elif name in CHOICES:
+                    label, choices = CHOICES[name]
+                    yield self._select_row(name, label, [(v, k) for k, v in choices.items()])
+                elif name == "proxy_every":
+                    yield self._proxy_row(config)
+                else:
+                    label, placeholder = NUMBERS[name]
+                    field = Input(
+                        str(getattr(config, name)),
+                        placeholder=placeholder,
+                        compact=True,
+                        id=name,
+                        classes="field-input",
+                        suggester=PATTERN_SUGGESTIONS if name == "pattern" else None,
+                    )
+                    yield self._row(name, label, field)
         yield PreflightLine(id="preflight")
         yield Static("", id="start-error", markup=False)
         yield Footer()
+
+    def _select_row(self, name: str, label: str, options: list[tuple[str, str]]) -> Horizontal:
+        """A row with a list to pick from; a prefilled value that is not offered is added."""
+        value = str(getattr(self.duo.initial_config, name))
+        if value not in {v for _, v in options}:
+            options = [*options, (value, value)]  # shown, and its problem next to it
+        select = Select(options, value=value, allow_blank=False, compact=True, id=name)
+        return self._row(name, label, select)
+
+    def _proxy_row(self, config: RunConfig) -> Horizontal:
+        """The proxy-perplexity toggle and its block count."""
+        every = config.proxy_every or PROXY_DEFAULT
+        return self._row(
+            "proxy_every",
+            "Proxy perplexity",
+            Checkbox("every", config.proxy_every > 0, compact=True, id="proxy-on"),
+            Input(
+                str(every),
+                compact=True,
+                id="proxy_every",
+                classes="field-input -short",
+                disabled=config.proxy_every == 0,
+            ),
+            Label("blocks", classes="field-unit"),
+        )
 
     def _row(self, name: str, label: str, *widgets: Widget) -> Horizontal:
         """One form row: label, widgets and the reason/hint line for field ``name``."""
@@ -194,7 +257,7 @@ class SetupScreen(Screen[None]):
     # ----------------------------------------------------------------------------- events
 
     @on(Input.Changed)
-    @on(Select.Changed, "#method, #device")
+    @on(Select.Changed, "#method, #device, #act_rule, #dtype")
     @on(Checkbox.Changed)
     def _changed(self) -> None:
         """Any field changed: check the form again."""
@@ -259,8 +322,8 @@ class SetupScreen(Screen[None]):
             if name == "model":
                 return check_model(text, catalog.models)
             return check_text(text, catalog.texts)
-        if name in ("method", "device"):
-            return self.query_one(f"#{name}", Select).value, "", ""
+        if name in ("method", "device", *CHOICE_FIELDS):
+            return check_choice(name, self.query_one(f"#{name}", Select).value)
         if name == "proxy_every":
             if not self.query_one("#proxy-on", Checkbox).value:
                 return 0, "", "off"
@@ -273,33 +336,112 @@ class SetupScreen(Screen[None]):
     def revalidate(self) -> RunConfig | None:
         """Check every field, show the reasons, update the pre-flight line.
 
+        The checks as you type run here; the file and machine checks of a new config are
+        scheduled on a worker (:meth:`_inspect`), whose problems are kept for as long as the
+        fields they read keep their values (:data:`~screens.setup_fields.DEEP_INPUTS`).
+
         Returns:
             The config the form describes, or None when a field is invalid.
         """
-        names = [*SOURCES, "method", *NUMBERS, "device", "proxy_every"]
         self.problems = {}
         self.values = {}
         hints: dict[str, str] = {}
-        for name in names:
+        for name in FIELDS:
             value, problem, hint = self._check(name)
             self.values[name] = value
             hints[name] = hint
             if problem:
                 self.problems[name] = problem
-        pattern = self.values.get("pattern")
+        hints.update(self._hints())
+        config = self._config()
+        deep = self._deep_problems()
+        merged: dict[str, str] = {}
+        for name in FIELDS:
+            problem = self.problems.get(name) or deep.get(name, "")
+            self._show_reason(name, problem, hints.get(name, ""))
+            if problem:
+                merged[name] = problem
+        if "form" in self.problems:
+            merged["form"] = self.problems["form"]
+        self.problems = merged
+        self._update_preflight(config)
+        return config if not merged else None
+
+    def _hints(self) -> dict[str, str]:
+        """Muted hints for fields that the other fields make irrelevant."""
+        values = self.values
+        method = values.get("method")
+        hints: dict[str, str] = {}
+        pattern = values.get("pattern")
         if "weight_sparsity" not in self.problems and pattern not in (None, "unstructured"):
             hints["weight_sparsity"] = f"ignored: the {pattern} pattern sets the sparsity"
-        if self.values.get("method") == "dense":
+        if method == "dense":
             hints["weight_sparsity"] = "ignored: the dense method prunes no weights"
-        config = self._config()
-        for name in names:
-            self._show_reason(name, self.problems.get(name, ""), hints.get(name, ""))
-        device = str(self.values.get("device") or "cpu")
-        if device == "auto":
-            device = "cuda" if "cuda" in self.duo.catalog.devices else "cpu"
-        first = next(iter(self.problems.values()), "")
-        self.query_one(PreflightLine).show(config, device, first)
-        return config
+        if values.get("act_sparsity") == 0:
+            hints["act_rule"] = "ignored: activation sparsity is off"
+        if method != "duogpt":
+            hints["alpha"] = "ignored: only duogpt uses alpha"
+        if method not in ("duogpt", "sparsegpt"):
+            hints["damping"] = "ignored: only duogpt and sparsegpt solve with damping"
+        if values.get("dtype") in ("bfloat16", "float16"):
+            hints["dtype"] = "weights in half precision; the solver's math stays float32"
+        return hints
+
+    def _deep_problems(self) -> dict[str, str]:
+        """The last file/machine check's problems that still hold for the fields' values."""
+        if self.inspected is None:
+            return {}
+        checked, problems = self.inspected
+        return {
+            name: problem
+            for name, problem in problems.items()
+            if all(self.values.get(read) == getattr(checked, read) for read in DEEP_INPUTS[name])
+        }
+
+    def _update_preflight(self, config: RunConfig | None) -> None:
+        """The pre-flight line: a problem, the estimate, or (dimmed) the last one while checking."""
+        line = self.query_one(PreflightLine)
+        if self._check_timer is not None:
+            self._check_timer.stop()
+            self._check_timer = None
+        if self.problems:
+            line.show_problem(next(iter(self.problems.values())))
+        elif self.estimate is not None and self.estimate[0] == config:
+            line.show_estimate(self.estimate[1])
+        else:
+            line.show_pending()
+        checked = self.inspected is not None and self.inspected[0] == config
+        if config is not None and not checked:
+            self._check_timer = self.set_timer(CHECK_DELAY, lambda: self._inspect(config))
+
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="setup-check",
+        description="check the model, texts and device",
+    )
+    def _inspect(self, config: RunConfig) -> tuple[RunConfig, dict[str, str], EstimateLines | None]:
+        """The file and machine checks and the estimate of ``config`` (no widgets here)."""
+        problems = inspect_inputs(config)
+        lines = None
+        if "device" not in problems:
+            try:
+                lines = estimate_lines(config)
+            except InputError as error:
+                problems["device"] = str(error)
+        return config, problems, lines
+
+    @on(Worker.StateChanged)
+    def _inspected(self, event: Worker.StateChanged) -> None:
+        """A check finished: keep its answer and show it (if the form still says the same)."""
+        if event.worker.group != "setup-check" or event.state != WorkerState.SUCCESS:
+            return
+        config, problems, lines = event.worker.result
+        self.inspected = (config, problems)
+        if lines is not None:
+            self.estimate = (config, lines)
+        self.revalidate()
 
     def _config(self) -> RunConfig | None:
         """The form's config (the App's initial config with the form's fields), or None."""

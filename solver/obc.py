@@ -139,16 +139,20 @@ def _upper_of_product(G: Tensor, U: Tensor) -> Tensor:
 
 
 def _strict_upper_times_upper(Qs: Tensor, U: Tensor) -> Tensor:
-    """``Qs U`` for strictly upper ``Qs`` and upper ``U``: row block ``r`` needs only
-    ``Qs[r, r0:] U[r0:, r0:]`` (the product is upper triangular): ``~2 k^3 / 3`` instead of
-    ``2 k^3`` FLOPs."""
+    """``Qs U`` for strictly upper ``Qs`` and upper ``U`` (the product is upper triangular).
+
+    ``(Qs U)[p, j] = sum_{p < l <= j} Qs[p, l] U[l, j]``: the block ``(r, c)`` with ``c >= r``
+    needs only ``Qs[r, r0:c1] U[r0:c1, c]``, about ``k^3 / 3`` FLOPs instead of ``2 k^3``.
+    """
     k = Qs.shape[0]
     if k <= 2 * _TRI_BLOCK:
         return Qs @ U
     D = torch.zeros_like(Qs)
     for r0 in range(0, k, _TRI_BLOCK):
         r1 = min(r0 + _TRI_BLOCK, k)
-        D[r0:r1, r0:] = Qs[r0:r1, r0:] @ U[r0:, r0:]
+        for c0 in range(r0, k, _TRI_BLOCK):
+            c1 = min(c0 + _TRI_BLOCK, k)
+            D[r0:r1, c0:c1] = Qs[r0:r1, r0:c1] @ U[r0:c1, c0:c1]
     return D
 
 

@@ -165,6 +165,7 @@ def run(
             repeated.
     """
     start = time.monotonic()
+    system.tune_allocator()  # large temporaries go back to the OS (peak RSS, issue 4)
     state = _State()
     device = torch.device("cpu")
     try:

@@ -101,3 +101,31 @@ def host(device: torch.device) -> dict[str, object]:
     if device.type == "cuda":
         info["accelerator"] = torch.cuda.get_device_name(device)
     return info
+
+
+MMAP_THRESHOLD_BYTES = 4 * 2**20
+"""Allocations above this size get their own memory mapping (see :func:`tune_allocator`)."""
+
+
+def tune_allocator() -> bool:
+    """Keep glibc from hoarding freed tensor memory (Linux only; a no-op elsewhere).
+
+    glibc raises its mmap threshold dynamically up to 32 MB after large blocks are freed, after
+    which the activation-sized temporaries of a forward pass (top-k indices, sparsified inputs,
+    logits rows) come from the heap and fragment it: on SmolLM2-135M the process's peak RSS grew
+    by ~0.75 GB during one activation-sparse evaluation. A fixed threshold sends every allocation
+    above :data:`MMAP_THRESHOLD_BYTES` to its own mapping, returned to the system when freed.
+
+    Returns:
+        True when the setting was applied.
+    """
+    if sys.platform != "linux":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_threshold = -3  # from malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False

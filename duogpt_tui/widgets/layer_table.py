@@ -30,11 +30,20 @@ class LayerTable(DataTable[str]):
         self.generation = -1
 
     def on_mount(self) -> None:
-        """Add the columns."""
-        self.add_columns(*COLUMNS)
+        """Add the columns (unless :meth:`show` came first)."""
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Add the columns once."""
+        if not self.columns:
+            self.add_columns(*COLUMNS)
 
     def show(self, log: EventLog) -> None:
-        """Bring the rows up to date with ``log`` (all rows again when the log was replaced)."""
+        """Bring the rows up to date with ``log`` (all rows again when the log was replaced).
+
+        Only the rows it lacks are added (never a full rebuild while a run goes on).
+        """
+        self._add_columns()  # the screen may draw before this widget's own mount handler ran
         if log.generation != self.generation:
             self.clear()
             self.generation = log.generation

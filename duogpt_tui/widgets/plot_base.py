@@ -25,7 +25,12 @@ class ThemedPlot(PlotextPlot):
     """A :class:`PlotextPlot` that draws its series in the app theme's colours.
 
     Subclasses keep their data on the widget and implement :meth:`draw`.
+
+    Attributes:
+        drawn: whether :meth:`replot` has run (a plot shown before its first replot is blank).
     """
+
+    drawn = False
 
     DEFAULT_CSS = """
     ThemedPlot {
@@ -59,6 +64,7 @@ class ThemedPlot(PlotextPlot):
         """Clear the figure, draw the series and refresh the widget."""
         self.plt.clear_figure()
         self.draw()
+        self.drawn = True
         self.refresh()
 
     def draw(self) -> None:

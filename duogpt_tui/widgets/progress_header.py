@@ -20,6 +20,7 @@ class ProgressHeader(Horizontal):
     }
     ProgressHeader #progress-status {
         width: 12;
+        height: 1;
         text-style: bold;
     }
     ProgressHeader ProgressBar {
@@ -28,7 +29,10 @@ class ProgressHeader(Horizontal):
     }
     ProgressHeader #progress-activity {
         width: 1fr;
+        height: 1;
         color: $text-muted;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     ProgressHeader.-finished #progress-status { color: $success; }
     ProgressHeader.-cancelled #progress-status { color: $warning; }
@@ -52,7 +56,8 @@ class ProgressHeader(Horizontal):
         else:
             bar.update(total=None)
         words = {"empty": "no run", "running": "running"}
-        self.query_one("#progress-status", Static).update(words.get(status, status))
+        # One line each at a fixed size: an update repaints them without a layout of the screen.
+        self.query_one("#progress-status", Static).update(words.get(status, status), layout=False)
         parts = []
         if log.layers and log.n_layers:
             parts.append(f"{len(log.layers)}/{log.n_layers} layers")
@@ -60,4 +65,4 @@ class ProgressHeader(Horizontal):
         if eta is not None:
             parts.append(f"ETA {format_seconds(eta)}")
         parts.append(log.activity())
-        self.query_one("#progress-activity", Static).update(" · ".join(parts))
+        self.query_one("#progress-activity", Static).update(" · ".join(parts), layout=False)

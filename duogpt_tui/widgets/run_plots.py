@@ -1,8 +1,9 @@
 """The run screen's live plots: error per layer, weight density, sparsity per block, perplexity.
 
 Each plot copies what it shows out of the :class:`~duogpt_tui.eventlog.EventLog` into its own
-series (:meth:`show`), then redraws once (:meth:`~duogpt_tui.widgets.plot_base.ThemedPlot.replot`).
-The screen decides how often that happens (a few times a second at most).
+series (:meth:`show`), then redraws once (:meth:`~duogpt_tui.widgets.plot_base.ThemedPlot.replot`)
+— only when its series changed, so the progress events that arrive between layers cost no
+redraw. The screen decides how often :meth:`show` is called (a few times a second at most).
 """
 
 from __future__ import annotations
@@ -29,9 +30,14 @@ class ErrorPlot(ThemedPlot):
         super().__init__(id=id, classes=classes)
         self.series: dict[str, tuple[list[int], list[float]]] = {}
         self.n_layers = 0
+        self._drawn_key: tuple[int, int, int] | None = None
 
     def show(self, log: EventLog) -> None:
-        """Take the series from ``log`` and redraw."""
+        """Take the series from ``log`` and redraw (only when a layer was added or removed)."""
+        key = (log.generation, len(log.layers), log.n_layers)
+        if key == self._drawn_key and self.drawn:
+            return
+        self._drawn_key = key
         self.series = log.errors_by_type()
         self.n_layers = log.n_layers
         self.replot()
@@ -72,9 +78,12 @@ class DensityHistogram(ThemedPlot):
         self.counts: list[int] = []
 
     def show(self, log: EventLog) -> None:
-        """Take the latest layer's histogram from ``log`` and redraw."""
-        title, self.centres, self.counts = log.latest_histogram()
-        self.title = title.replace("self_attn.", "").replace("mlp.", "")
+        """Take the latest layer's histogram from ``log`` and redraw (when it changed)."""
+        title, centres, counts = log.latest_histogram()
+        title = title.replace("self_attn.", "").replace("mlp.", "")
+        if (title, centres, counts) == (self.title, self.centres, self.counts) and self.drawn:
+            return
+        self.title, self.centres, self.counts = title, centres, counts
         self.replot()
 
     def draw(self) -> None:
@@ -110,8 +119,11 @@ class BlockSparsityPlot(ThemedPlot):
         self.activation: list[float] = []
 
     def show(self, log: EventLog) -> None:
-        """Take the per-block sparsities from ``log`` and redraw."""
-        self.blocks, self.weight, self.activation = log.block_sparsity()
+        """Take the per-block sparsities from ``log`` and redraw (when they changed)."""
+        data = log.block_sparsity()
+        if data == (self.blocks, self.weight, self.activation) and self.drawn:
+            return
+        self.blocks, self.weight, self.activation = data
         self.replot()
 
     def draw(self) -> None:
@@ -150,10 +162,13 @@ class PerplexityPlot(ThemedPlot):
         self.n_blocks = 0
 
     def show(self, log: EventLog) -> None:
-        """Take the perplexities from ``log`` and redraw."""
-        self.refs = log.perplexity_refs()
-        self.proxy_blocks, self.proxy_ppl = log.proxy_points()
-        self.n_blocks = log.n_blocks
+        """Take the perplexities from ``log`` and redraw (when they changed)."""
+        refs = log.perplexity_refs()
+        blocks, ppl = log.proxy_points()
+        data = (refs, blocks, ppl, log.n_blocks)
+        if data == (self.refs, self.proxy_blocks, self.proxy_ppl, self.n_blocks) and self.drawn:
+            return
+        self.refs, self.proxy_blocks, self.proxy_ppl, self.n_blocks = data
         self.replot()
 
     def draw(self) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from solver import events as ev
+from solver import speedup
 from solver.config import RunConfig
 
 CONFIG = RunConfig(model="tiny-random", nsamples=4, seqlen=32, eval_windows=2)
@@ -83,6 +84,7 @@ def block_events(block: int, t0: float) -> list[ev.Event]:
                 histogram_edges=list(EDGES),
                 damping=0.1 if (block, index) == (1, 3) else 0.01,
                 retries=1 if (block, index) == (1, 3) else 0,
+                decode=speedup.decode_costs([shape[0] // 2] * shape[1], shape[0], [0.5] * shape[1]),
             )
         )
     out.append(

@@ -74,3 +74,24 @@ def test_format_number() -> None:
         "2.5e+07",
         "inf",
     ]
+
+
+def test_scatter_plot_places_points_by_value() -> None:
+    from duogpt_tui.textplot import scatter_plot
+
+    text = scatter_plot(
+        {"a": [(0.0, 1.0), (1.0, 100.0)], "b": [(0.5, 10.0)]},
+        width=30,
+        height=3,
+        log_y=True,
+        x_label="fraction",
+    )
+    lines = text.splitlines()
+    assert lines[0].endswith("|" + " " * 18 + "*")  # x = 1, y = 100: top right
+    assert lines[1].endswith("|" + " " * 9 + "o")  # x = 0.5, y = 10: middle
+    assert lines[2].endswith("|*")  # x = 0, y = 1: bottom left
+    assert "x: fraction" in text and "* a   o b   (log scale)" in text
+    assert scatter_plot({"a": [(float("nan"), 1.0)]}) == "(no data to plot)"
+    assert text == scatter_plot(
+        {"a": [(0.0, 1.0), (1.0, 100.0)], "b": [(0.5, 10.0)]}, 30, 3, True, "", "fraction"
+    )

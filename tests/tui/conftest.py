@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -56,6 +57,27 @@ def write_run(
     finally:
         run_dir.release()
     return run_dir.path
+
+
+def model_folder(path: Path) -> Path:
+    """A folder that passes the pre-flight's cheap model checks (a LLaMA config, a tokenizer file,
+    a complete but empty safetensors file) without being loadable: for setup tests."""
+    path.mkdir(parents=True)
+    config = {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "vocab_size": 260,
+        "max_position_embeddings": 1024,
+    }
+    (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (path / "tokenizer.json").write_text("{}", encoding="utf-8")
+    header = b"{}"
+    (path / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    return path
 
 
 @pytest.fixture

@@ -1,12 +1,18 @@
-"""The event log's derived views and the pre-flight estimate (no Textual needed)."""
+"""The event log's derived views and the pre-flight lines (no Textual App needed)."""
 
 from __future__ import annotations
 
+import io
 import math
 
+import pytest
+from rich.console import Console
+
+from duogpt_tui.cli import preflight_estimate
 from duogpt_tui.eventlog import EventLog, format_seconds
 from duogpt_tui.widgets.plot_base import decade_ticks
-from duogpt_tui.widgets.preflight import KNOWN_SHAPES, describe, estimate, model_shape
+from duogpt_tui.widgets.preflight import estimate_lines
+from solver import system
 from solver.config import RunConfig
 from solver.events import Cancelled, LayerSolved, Progress
 from tests.tui.fakes import scripted_events
@@ -77,14 +83,26 @@ def test_format_seconds_and_decade_ticks() -> None:
     assert decade_ticks([]) == ([], [])
 
 
-def test_preflight_estimate_grows_with_the_work() -> None:
-    """More calibration tokens cost more memory and time; unknown models get no estimate."""
-    shape = KNOWN_SHAPES["smollm2-135m"]
-    assert 130e6 < shape.n_params < 140e6
-    small = estimate(RunConfig(nsamples=4), shape)
-    big = estimate(RunConfig(nsamples=64), shape)
-    assert big.seconds > small.seconds and big.memory_mb > small.memory_mb
-    assert estimate(RunConfig(), shape, "cuda").seconds < estimate(RunConfig(), shape).seconds
-    assert model_shape("org/unknown-model") is None
-    assert "no estimate" in describe(RunConfig(model="org/unknown-model"))
-    assert describe(RunConfig()).startswith("pre-flight estimate: ~")
+@pytest.mark.parametrize(
+    ("config", "available"),
+    [
+        (RunConfig(model="tiny-random", nsamples=4, seqlen=32, device="cpu"), 64_000.0),
+        (RunConfig(model="tiny-random", nsamples=4, seqlen=32, device="cpu"), 300.0),
+        (RunConfig(device="cpu"), 64_000.0),
+        (RunConfig(model="org/not-cached", device="cpu"), 64_000.0),
+    ],
+    ids=["tiny", "tiny-too-small", "default", "unknown-size"],
+)
+def test_preflight_lines_are_the_clis(
+    config: RunConfig, available: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The setup screen's pre-flight line and warning are what ``duogpt prune`` prints."""
+    monkeypatch.setattr(system, "available_memory_mb", lambda device=None: available)
+    stream = io.StringIO()
+    preflight_estimate(Console(file=stream, width=1000), config)
+    lines = estimate_lines(config)
+    assert stream.getvalue().splitlines() == [lines.line] + (
+        [lines.warning] if lines.warning else []
+    )
+    assert lines.line.startswith(("pre-flight: about", "pre-flight: no estimate"))
+    assert bool(lines.warning) == (available == 300.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,20 +16,30 @@ from solver.config import RunConfig
 from solver.events import Finished
 from tests.tui.conftest import SIZE, wait_for
 from tests.tui.fakes import CATALOG
+from tests.tui.latency import measure_switches
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_tiny_random_prunes_to_completion_through_the_worker(runs_dir: Path) -> None:
-    """The real solver runs on the worker thread; the UI answers keys meanwhile."""
+async def test_tiny_random_prunes_to_completion_through_the_worker(
+    runs_dir: Path, record_property: Callable[[str, object], None]
+) -> None:
+    """The real solver runs on the worker thread; the UI answers keys meanwhile.
+
+    Screen switches (F4/F3) are timed while the solver prunes (``tests/tui/latency.py``; run it
+    as a script for a longer run). The bound is loose, for busy CI machines: on a 2-core machine
+    shared with other work a switch takes ~50 ms (median) during a run.
+    """
     config = RunConfig(
         model="tiny-random", calib="sotu", eval="moby-dick", nsamples=4, seqlen=32, eval_windows=2
     )
     app = DuoGPTApp(config=config, runs_dir=runs_dir, catalog=CATALOG)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: app.current_mode == "run", timeout=60)
-        await pilot.press("f4", "f3")  # the UI stays responsive while the solver works
+        latency = await measure_switches(app, pilot, presses=6)
+        record_property("key_latency", latency.summary())
+        if latency.switches:
+            assert statistics.median(latency.switches) < 1.0, latency.summary()
+        await pilot.press("f3")
         await wait_for(pilot, lambda: not app.run_active, timeout=240)
         log = app.event_log
         assert isinstance(log.terminal, Finished), log.activity()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +13,7 @@ from typing import Any
 import pytest
 from textual.widgets import RichLog
 
+from duogpt_tui import runstore
 from duogpt_tui.app import DuoGPTApp
 from duogpt_tui.messages import RunEvent
 from duogpt_tui.runstore import RunDir
@@ -24,8 +29,8 @@ from screens.dialogs import ConfirmDialog, ErrorDialog
 from screens.run import RunScreen
 from solver.config import RunConfig
 from solver.events import Cancelled, Event, Finished, Progress, RunStarted
-from tests.tui.conftest import SIZE, wait_for
-from tests.tui.fakes import FakeSource
+from tests.tui.conftest import SIZE, wait_for, write_run
+from tests.tui.fakes import FakeSource, scripted_events
 
 pytestmark = pytest.mark.anyio
 
@@ -195,3 +200,46 @@ async def test_second_start_while_running_is_refused(
         source.gate.set()
         await wait_for(pilot, lambda: not app.run_active)
     assert len(list(runs_dir.iterdir())) == 1
+
+
+def notes_text(app: DuoGPTApp) -> str:
+    """Everything the run screen's notes log shows (empty before the screen is up)."""
+    logs = app.screen.query("#notes").results(RichLog)
+    return "\n".join(line.text for log in logs for line in log.lines)
+
+
+async def test_a_stale_lock_taken_over_shows_in_the_log(
+    make_app: Callable[..., DuoGPTApp], runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RunDir.notes of the run directory the App creates appear in the run screen's log."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    taken = runs_dir / "left-by-a-crash"
+    taken.mkdir()
+    lock = {"pid": dead.pid, "host": socket.gethostname(), "started": "earlier"}
+    (taken / "run.lock").write_text(json.dumps(lock), encoding="utf-8")
+    monkeypatch.setattr(runstore, "_new_default_dir", lambda root, config: (taken, False))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: app.current_mode == "run" and not app.run_active)
+        assert app.event_log.notices == [
+            f"took over a stale lock in {taken} (pid {dead.pid} is no longer running)"
+        ]
+        await wait_for(pilot, lambda: "note: took over a stale lock" in notes_text(app))
+    assert RunDir.open(taken).status() == "finished"
+
+
+async def test_an_interrupted_run_says_how_to_resume(
+    make_app: Callable[..., DuoGPTApp], runs_dir: Path
+) -> None:
+    """Opening a run whose process died mid-way shows a notice with the resume command."""
+    config = RunConfig(model="tiny-random")
+    events = [e for e in scripted_events(config) if not isinstance(e, Finished)][:20]
+    path = write_run(runs_dir, "killed", config, events)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.open_run(path)
+        await wait_for(pilot, lambda: "note: this run was interrupted" in notes_text(app))
+        (notice,) = app.event_log.notices
+        assert f"`duogpt prune --resume {path}` continues it" in notice

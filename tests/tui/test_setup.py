@@ -14,7 +14,7 @@ from screens.catalog import Catalog
 from screens.dialogs import FilePickerDialog
 from solver.config import RunConfig
 from solver.errors import InputError
-from tests.tui.conftest import SIZE, wait_for
+from tests.tui.conftest import SIZE, model_folder, wait_for
 from tests.tui.fakes import CATALOG
 
 pytestmark = pytest.mark.anyio
@@ -140,6 +140,16 @@ async def test_command_line_prefills_setup(tmp_path: Path) -> None:
             "8",
             "--device",
             "cpu",
+            "--act-rule",
+            "threshold",
+            "--alpha",
+            "0.25",
+            "--damping",
+            "0.05",
+            "--dtype",
+            "bfloat16",
+            "--proxy-every",
+            "2",
         ],
         catalog=CATALOG,
     )
@@ -151,8 +161,37 @@ async def test_command_line_prefills_setup(tmp_path: Path) -> None:
         assert screen.query_one("#weight_sparsity", Input).value == "0.7"
         assert screen.query_one("#pattern", Input).value == "2:4"
         assert screen.query_one("#nsamples", Input).value == "8"
+        assert screen.query_one("#act_rule", Select).value == "threshold"
+        assert screen.query_one("#dtype", Select).value == "bfloat16"
+        assert screen.query_one("#damping", Input).value == "0.05"
+        assert screen.query_one("#proxy_every", Input).value == "2"
+        assert "half precision" in text_of(app, "#reason-dtype")
         config = screen.revalidate()
         assert config is not None and config.act_sparsity == 0.25 and config.device == "cpu"
+        assert (config.act_rule, config.alpha, config.damping) == ("threshold", 0.25, 0.05)
+        assert (config.dtype, config.proxy_every) == ("bfloat16", 2)
+
+
+async def test_rule_damping_and_dtype_are_checked(make_app: Callable[..., DuoGPTApp]) -> None:
+    """The new fields land in the config and are validated by RunConfig.validate."""
+    app = make_app(config=RunConfig(model="tiny-random", dtype="float8"))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        assert "unknown dtype 'float8'" in text_of(app, "#reason-dtype")
+        screen.query_one("#dtype", Select).value = "float16"
+        screen.query_one("#act_rule", Select).value = "threshold"
+        screen.query_one("#damping", Input).value = "0"
+        await pilot.pause()
+        assert text_of(app, "#reason-dtype").startswith("weights in half precision")
+        assert "--damping must be a number in (0, 10), got 0.0" in text_of(app, "#reason-damping")
+        screen.query_one("#damping", Input).value = "0.1"
+        screen.query_one("#method", Select).value = "wanda"
+        await pilot.pause()
+        assert "ignored: only duogpt and sparsegpt" in text_of(app, "#reason-damping")
+        assert "ignored: only duogpt uses alpha" in text_of(app, "#reason-alpha")
+        config = screen.revalidate()
+        assert config is not None
+        assert (config.act_rule, config.damping, config.dtype) == ("threshold", 0.1, "float16")
 
 
 def test_bad_run_dir_on_the_command_line_is_one_line(tmp_path: Path) -> None:
@@ -165,9 +204,7 @@ async def test_file_picker_fills_the_model_field(
     make_app: Callable[..., DuoGPTApp], tmp_path: Path
 ) -> None:
     """ctrl+o opens the picker; choosing a model folder fills the field and validates it."""
-    model_dir = tmp_path / "my-model"
-    model_dir.mkdir()
-    (model_dir / "config.json").write_text('{"hidden_size": 64, "num_hidden_layers": 2}')
+    model_dir = model_folder(tmp_path / "my-model")
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+o")
@@ -179,7 +216,9 @@ async def test_file_picker_fills_the_model_field(
         assert app.screen.query_one("#model", Input).value == str(model_dir)
         assert app.screen.query_one("#model-choice", Select).value is Select.NULL
         assert text_of(app, "#reason-model") == "local model folder"
-        assert "pre-flight estimate" in text_of(app, "#preflight")
+        await wait_for(pilot, lambda: "pre-flight: about" in text_of(app, "#preflight"))
+        assert "M params in float32" in text_of(app, "#preflight")
+        assert text_of(app, "#reason-model") == "local model folder"
 
 
 def test_catalog_discovery_lists_the_built_ins() -> None:

@@ -9,12 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 
 from duogpt_tui.app import DuoGPTApp
+from duogpt_tui.widgets.preflight import PreflightLine
 from screens.compare import CompareScreen
+from screens.report import ReportScreen
+from solver import system
 from solver.config import RunConfig
-from tests.tui.conftest import SIZE, no_preflight, write_run
+from tests.tui.conftest import SIZE, no_preflight, wait_for, write_run
 from tests.tui.fakes import CATALOG, FakeSource, scripted_events
 
 
@@ -35,9 +39,23 @@ def load_scripted_run(app: DuoGPTApp) -> None:
     app.log_changed.publish(None)
 
 
-def test_setup_screen(snap_compare: Any, runs_dir: Path) -> None:
-    """The setup form on the defaults, with the pre-flight estimate."""
-    assert snap_compare(workbench(runs_dir), terminal_size=SIZE)
+def test_setup_screen(snap_compare: Any, runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The setup form on the defaults, with the pre-flight estimate (on a CPU with room)."""
+    monkeypatch.setattr(system, "cuda_available", lambda: False)
+    monkeypatch.setattr(system, "available_memory_mb", lambda device=None: 64_000.0)
+    app = workbench(runs_dir)
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        """Wait for the estimate."""
+        await wait_for(
+            pilot,
+            lambda: (
+                "pre-flight: about" in str(app.screen.query_one(PreflightLine).content)
+                and not app.screen.query_one(PreflightLine).has_class("-pending")
+            ),
+        )
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
 def test_run_screen(snap_compare: Any, runs_dir: Path) -> None:
@@ -61,7 +79,10 @@ def test_report_screen(snap_compare: Any, runs_dir: Path) -> None:
         """Set the scene before the picture is taken."""
         load_scripted_run(app)
         await pilot.press("f4")
-        await pilot.pause(0.5)
+        screen = app.screen
+        assert isinstance(screen, ReportScreen)
+        await wait_for(pilot, lambda: screen.text.startswith("# DuoGPT run report"))
+        await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
