@@ -260,7 +260,9 @@ class SetupScreen(Screen[None]):
     @on(Select.Changed, "#method, #device, #act_rule, #dtype")
     @on(Checkbox.Changed)
     def _changed(self) -> None:
-        """Any field changed: check the form again."""
+        """Any field changed: check the form again (a refusal to start is about the old values)."""
+        if self.duo.start_error:
+            self.duo.start_error = ""
         self.query_one("#proxy_every", Input).disabled = not self.query_one(
             "#proxy-on", Checkbox
         ).value
@@ -268,13 +270,19 @@ class SetupScreen(Screen[None]):
 
     @on(Input.Changed, ".-source")
     def _source_typed(self, event: Input.Changed) -> None:
-        """Keep the quick-pick list in step with a typed spec."""
+        """Keep the quick-pick list in step with a typed spec.
+
+        The list is set without a ``Select.Changed``: that message would reach
+        :meth:`_source_picked` after the keys typed meanwhile and put its value back into the
+        field, eating what was typed (seen in tmux with fast typing).
+        """
         assert event.input.id is not None
         select = self.query_one(f"#{event.input.id}-choice", Select)
         name = event.input.id
         target = event.value.strip() if event.value.strip() in self._choices[name] else Select.NULL
         if select.value != target:
-            select.value = target
+            with select.prevent(Select.Changed):
+                select.value = target
 
     @on(Select.Changed, ".source-choice")
     def _source_picked(self, event: Select.Changed) -> None:
@@ -433,9 +441,17 @@ class SetupScreen(Screen[None]):
         return config, problems, lines
 
     @on(Worker.StateChanged)
-    def _inspected(self, event: Worker.StateChanged) -> None:
+    def _check_done(self, event: Worker.StateChanged) -> None:
         """A check finished: keep its answer and show it (if the form still says the same)."""
-        if event.worker.group != "setup-check" or event.state != WorkerState.SUCCESS:
+        if event.worker.group != "setup-check":
+            return
+        if event.state == WorkerState.ERROR:  # a bug in a check: say so, do not block a start
+            self.query_one(PreflightLine).show_problem(
+                f"the check failed ({type(event.worker.error).__name__}: {event.worker.error}); "
+                "the pre-flight check runs again at start"
+            )
+            return
+        if event.state != WorkerState.SUCCESS:
             return
         config, problems, lines = event.worker.result
         self.inspected = (config, problems)
