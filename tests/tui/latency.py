@@ -153,7 +153,7 @@ def main() -> None:
     if args.profile:
         import cProfile
 
-        with cProfile.Profile(time.thread_time) as profile:
+        with cProfile.Profile() as profile:
             result = asyncio.run(_main(config, args.presses))
         profile.dump_stats(args.profile)
     else:

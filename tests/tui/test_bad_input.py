@@ -197,5 +197,5 @@ async def test_runs_folder_not_writable(make_app: Callable[..., DuoGPTApp], tmp_
         assert line.startswith(f"cannot start: cannot create the run directory {runs_dir}")
         assert "\n" not in line and "Traceback" not in line
         assert app.current_mode == "setup"
-        assert "prune" not in watch.groups  # the prepare worker said no; no run worker
+        assert "prepare" in watch.groups and "prune" not in watch.groups  # refused; no run
     assert blocker.read_text(encoding="utf-8") == "not a folder"
