@@ -242,6 +242,13 @@ def prune(
             "--save-model/--no-save-model", help="Save the pruned model into the run directory."
         ),
     ] = DEFAULTS.save_model,
+    eval_dense: Annotated[
+        bool,
+        typer.Option(
+            "--eval-dense/--no-eval-dense",
+            help="Also measure the dense model (with and without activation sparsity).",
+        ),
+    ] = DEFAULTS.eval_dense,
     overwrite: Annotated[
         bool, typer.Option(help="Replace the run that --out already holds.")
     ] = False,
@@ -302,6 +309,7 @@ def prune(
             proxy_every=_parse_int("--proxy-every", proxy_every),
             proxy_windows=_parse_int("--proxy-windows", proxy_windows),
             save_model=save_model,
+            eval_dense=eval_dense,
             dtype=dtype,
             checkpoints=checkpoints,
             keep_checkpoints=keep_checkpoints,

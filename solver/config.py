@@ -36,6 +36,7 @@ class RunConfig:
     nsamples: int = 16  # calibration sequences
     seqlen: int = 256  # tokens per calibration sequence (and per evaluation window)
     eval_windows: int = 16  # non-overlapping evaluation windows of seqlen tokens; 0 = skip
+    eval_dense: bool = True  # also measure the dense model (with and without activation sparsity)
     seed: int = 0  # seeds the calibration sampling and everything random
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     dtype: str = "float32"  # model dtype; the solver's math is float32 whatever this is

@@ -379,7 +379,7 @@ class _Driver:
             },
             host=system.host(self.device),
         )
-        if windows is not None:
+        if windows is not None and config.eval_dense:
             yield from self.evaluate(model, adapter, windows, protocol, "dense", sparse=False)
             if config.act_sparsity > 0 and config.act_rule == "topk" and config.method != "dense":
                 yield from self.evaluate(model, adapter, windows, protocol, "dense_act")

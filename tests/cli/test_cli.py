@@ -116,7 +116,7 @@ def test_every_option_reaches_the_config(cli: Cli) -> None:
         "--seqlen", "16", "--eval-windows", "0", "--seed", "7", "--device", "cpu", "--alpha",
         "0.25", "--damping", "0.05", "--block-size", "64", "--act-rule", "threshold",
         "--act-order", "--residual-variant", "pruned", "--all-at-once", "--batch-size", "2",
-        "--proxy-every", "1", "--proxy-windows", "2", "--no-save-model",
+        "--proxy-every", "1", "--proxy-windows", "2", "--no-save-model", "--no-eval-dense",
     ]  # fmt: skip
     assert cli(*args).exit_code == 0
     assert cli.configs == [
@@ -125,7 +125,7 @@ def test_every_option_reaches_the_config(cli: Cli) -> None:
             pattern="2:4", act_sparsity=0.0, nsamples=3, seqlen=16, eval_windows=0, seed=7,
             device="cpu", alpha=0.25, damping=0.05, block_size=64, act_rule="threshold",
             act_order=True, residual_variant="pruned", true_sequential=False, batch_size=2,
-            proxy_every=1, proxy_windows=2, save_model=False,
+            proxy_every=1, proxy_windows=2, save_model=False, eval_dense=False,
         )
     ]  # fmt: skip
 

@@ -233,3 +233,9 @@ def test_keep_checkpoints_and_resume_without_checkpoint(tmp_path: Path) -> None:
     failed = list(run(TINY, None, empty, resume=True))[-1]
     assert isinstance(failed, Failed) and failed.category == "input"
     assert "no checkpoint" in failed.error
+
+
+def test_eval_dense_off_measures_only_the_pruned_model() -> None:
+    events = collect(TINY.replace(eval_dense=False))
+    assert isinstance(events[-1], Finished)
+    assert [e.label for e in of(events, PerplexityMeasured)] == ["pruned"]

@@ -40,16 +40,17 @@ SETTINGS = RunConfig(
 
 
 def pruned_perplexity(method: str) -> tuple[float, float]:
-    """(pruned, dense) perplexity of one run of ``method``."""
-    events = list(run(SETTINGS.replace(method=method)))
+    """(pruned, dense) perplexity of one run of ``method`` (dense measured only for DuoGPT)."""
+    events = list(run(SETTINGS.replace(method=method, eval_dense=method == "duogpt")))
     assert isinstance(events[-1], Finished), events[-1]
     ppl = {e.label: e.ppl for e in events if isinstance(e, PerplexityMeasured)}
     assert events[-1].weight_sparsity == pytest.approx(0.5, abs=1e-3)
     assert events[-1].act_sparsity == pytest.approx(0.5, abs=1e-2)
-    return ppl["pruned"], ppl["dense"]
+    return ppl["pruned"], ppl.get("dense", float("nan"))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_t5_perplexity_ordering_on_the_default_model() -> None:
     results = {m: pruned_perplexity(m) for m in ("duogpt", "sparsegpt", "wanda", "magnitude")}
     ppl = {method: pruned for method, (pruned, _) in results.items()}
