@@ -209,8 +209,8 @@ def _headline(events: Sequence[ev.Event], head: dict[str, Any], config: dict[str
     )
     lines += ["", f"Perplexity protocol: {_protocol_text(events)}."]
     lines.append(
-        "Measured activation sparsity is the mean fraction of zeroed inputs over the pruned "
-        "layers on the calibration data."
+        "Measured activation sparsity is the fraction of zeroed layer inputs during the final "
+        "evaluation (over the calibration data when no evaluation ran)."
     )
     timings = _final_timings(events)
     if timings:
