@@ -155,17 +155,10 @@ def model_facts(spec: str) -> ModelFacts:
 
 def _check_folder(path: Path) -> ModelFacts:
     """A Hugging Face model folder: config, causal LM, tokenizer files, complete weights."""
-    from solver.models import TOKENIZER_FILES, check_causal
+    from solver.models import TOKENIZER_FILES, check_causal, require_model_folder
 
+    require_model_folder(path)
     config_path = path / "config.json"
-    if not config_path.is_file():
-        ggufs = sorted(path.glob("*.gguf"))
-        hint = (
-            f"; it holds {ggufs[0].name}: pass that .gguf file instead"
-            if ggufs
-            else ": pass a Hugging Face model folder (saved with save_pretrained) or a .gguf file"
-        )
-        raise InputError(f"'{path}' is not a model folder (no config.json){hint}")
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):

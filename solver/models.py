@@ -482,15 +482,21 @@ def _publish(tmp: Path, target: Path, marker: dict[str, Any], *, replace: bool) 
 # local folders and GGUF files
 
 
+def require_model_folder(path: Path) -> None:
+    """Raise a one-line InputError unless ``path`` holds a ``config.json`` (a model folder)."""
+    if (path / "config.json").is_file():
+        return
+    ggufs = sorted(path.glob("*.gguf"))
+    hint = (
+        f"; it holds {ggufs[0].name}: pass that .gguf file instead"
+        if ggufs
+        else ": pass a Hugging Face model folder (saved with save_pretrained) or a .gguf file"
+    )
+    raise InputError(f"'{path}' is not a model folder (no config.json){hint}")
+
+
 def _load_local_dir(path: Path, dtype: torch.dtype, say: Progress) -> LoadedModel:
-    if not (path / "config.json").is_file():
-        ggufs = sorted(path.glob("*.gguf"))
-        hint = (
-            f"; it holds {ggufs[0].name}: pass that .gguf file instead"
-            if ggufs
-            else ": pass a Hugging Face model folder (saved with save_pretrained) or a .gguf file"
-        )
-        raise InputError(f"'{path}' is not a model folder (no config.json){hint}")
+    require_model_folder(path)
     say(f"loading the model in {path}")
     model, tokenizer = _read_hf_dir(path, dtype)
     return LoadedModel(model, tokenizer, path.resolve().name, "local", str(path))
