@@ -96,11 +96,6 @@ def check_pattern(text: str) -> Check:
     return f"{n}:{m}", "", f"{n} of every {m} weights pruned ({n / m:.0%})"
 
 
-def _looks_like_path(spec: str) -> bool:
-    """True for specs that can only mean a file or folder (not a built-in name or hub id)."""
-    return spec.startswith((".", "/", "~")) or spec.endswith((".gguf", ".txt", ".jsonl"))
-
-
 def check_model(spec: str, builtins: dict[str, str]) -> Check:
     """A built-in name, a local folder or ``.gguf`` file, or a hub id ``org/name``.
 
@@ -117,7 +112,9 @@ def check_model(spec: str, builtins: dict[str, str]) -> Check:
         return spec, "", "local model folder"
     if path.is_file():
         return spec, "", "GGUF file (dequantised on load)" if path.suffix == ".gguf" else ""
-    if _looks_like_path(spec) or spec.count("/") != 1:
+    from solver.models import looks_like_path
+
+    if looks_like_path(spec) or spec.count("/") != 1:
         return None, f"{spec!r} not found: give a built-in name, a folder, a .gguf or org/name", ""
     return spec, "", "hub id: read from the Hugging Face cache, or downloaded when online"
 

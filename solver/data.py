@@ -54,6 +54,15 @@ _ALIASES = {
     "wikitext": "wikitext2",
     "wikitext2-test": "wikitext2",
 }
+
+
+def is_named_text(spec: str) -> bool:
+    """True for a built-in or dataset name (``sotu``, ``moby-dick``, ``wikitext2``, ``c4``...)."""
+    key = str(spec).strip().lower()
+    key = _ALIASES.get(key, key)
+    return key in BUILTIN_TEXTS or key in HUB_TEXTS
+
+
 _TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".md", ".xz", ".gz", ".text")
 
 CHARS_PER_TOKEN_CHUNK = 12  # characters tokenised per wanted token when sampling a window

@@ -120,6 +120,7 @@ def check_model(spec: str, seqlen: int | None = None) -> ModelFacts:
             "or a .gguf file"
         )
     else:
+        _check_not_a_missing_path(text)
         facts = _check_hub_id(text)
     if seqlen is not None and facts.context and seqlen > facts.context:
         raise InputError(
@@ -430,6 +431,17 @@ def _read_value(stream: BinaryIO, kind: int) -> Any:
 # texts
 
 
+def _check_not_a_missing_path(spec: str) -> None:
+    """Refuse a spec that is neither a built-in, an existing path nor shaped like ``org/name``."""
+    from solver.models import BUILTIN_MODELS, looks_like_path
+
+    if looks_like_path(spec) or spec.count("/") != 1:
+        raise InputError(
+            f"model {spec!r} not found: give a built-in name ({', '.join(BUILTIN_MODELS)}), "
+            "a local model directory, a .gguf file or a hub id like org/name"
+        )
+
+
 def check_text(flag: str, spec: str, need_tokens: int) -> None:
     """Read a text file as the run will, and check it can hold ``need_tokens`` tokens.
 
@@ -446,10 +458,17 @@ def check_text(flag: str, spec: str, need_tokens: int) -> None:
         InputError: the file is missing, a folder, empty, binary, not UTF-8, a bad ``.jsonl``,
             or shorter than ``need_tokens`` bytes.
     """
-    from solver.data import load_text
+    from solver.data import BUILTIN_TEXTS, is_named_text, load_text
 
+    if is_named_text(spec):
+        return
     path = Path(str(spec).strip()).expanduser()
-    if not path.is_file() or path.stat().st_size > MAX_TEXT_CHECK_BYTES:
+    if not path.is_file():
+        raise InputError(
+            f"{flag} {spec!r} is not a file: give a built-in text ({', '.join(BUILTIN_TEXTS)}), "
+            "wikitext2, c4, or a .txt / .jsonl file"
+        )
+    if path.stat().st_size > MAX_TEXT_CHECK_BYTES:
         return
     name, text = load_text(str(spec))
     size = len(text.encode("utf-8"))

@@ -145,7 +145,7 @@ def load_model(
             f"'{text}' is a file but not a .gguf file: pass the folder that holds config.json, "
             "or a .gguf file"
         )
-    if _looks_like_path(text):
+    if looks_like_path(text):
         raise InputError(
             f"model path '{text}' does not exist: check the path, or use a built-in model "
             f"({', '.join(BUILTIN_MODELS)}) or a hub id like org/name"
@@ -664,7 +664,7 @@ def _finish(model: PreTrainedModel, dtype: torch.dtype) -> PreTrainedModel:
     return model
 
 
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
     """True for specs that can only be a path (hub ids are ``name`` or ``org/name``)."""
     if text.startswith(("/", ".", "~")) or "\\" in text:
         return True

@@ -102,45 +102,10 @@ def preflight(config: RunConfig) -> None:
     """
     config.validate()
     system.resolve_device(config.device)
-    _check_model_spec(config.model)
-    for flag, spec in (("--calib", config.calib), ("--eval", config.eval)):
-        _check_text_spec(flag, spec)
     inputs.check_model(config.model, config.seqlen)
     inputs.check_text("--calib", config.calib, config.nsamples * config.seqlen)
     if config.eval_windows > 0:
         inputs.check_text("--eval", config.eval, config.seqlen)
-
-
-def _looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or spec.endswith((".gguf", ".txt", ".jsonl"))
-
-
-def _check_model_spec(spec: str) -> None:
-    from solver.models import BUILTIN_MODELS
-
-    if spec in BUILTIN_MODELS:
-        return
-    path = Path(spec).expanduser()
-    if path.exists():
-        return
-    if _looks_like_path(spec) or spec.count("/") != 1:
-        raise InputError(
-            f"model {spec!r} not found: give a built-in name ({', '.join(BUILTIN_MODELS)}), "
-            "a local model directory, a .gguf file or a hub id like org/name"
-        )
-
-
-def _check_text_spec(flag: str, spec: str) -> None:
-    from solver.data import BUILTIN_TEXTS
-
-    if spec in BUILTIN_TEXTS or spec in ("wikitext2", "c4"):
-        return
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise InputError(
-            f"{flag} {spec!r} is not a file: give a built-in text ({', '.join(BUILTIN_TEXTS)}), "
-            "wikitext2, c4, or a .txt / .jsonl file"
-        )
 
 
 def run(

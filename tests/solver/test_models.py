@@ -249,11 +249,11 @@ def test_find_cached_hub_models(tmp_path: Path) -> None:
     assert find_cached_hub_models(tmp_path / "missing") == []
 
 
-def test_looks_like_path() -> None:
+def testlooks_like_path() -> None:
     for spec in ("./x", "/x", "~/x", "x.gguf", "a/b/c", "a\\b", "x.safetensors"):
-        assert models._looks_like_path(spec), spec
+        assert models.looks_like_path(spec), spec
     for spec in ("gpt2", "HuggingFaceTB/SmolLM2-135M", "Qwen/Qwen2.5-0.5B"):
-        assert not models._looks_like_path(spec), spec
+        assert not models.looks_like_path(spec), spec
 
 
 # --------------------------------------------------------------------------------------------
