@@ -40,7 +40,13 @@ def configurations(
     base: dict[str, Any], groups: list[str], calib: tuple[list[int], list[int]], alphas: list[float]
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """``(group, value label, config)`` for every row."""
-    default = {**base, "method": "duogpt", "weight_sparsity": 0.5, "act_sparsity": 0.5}
+    default = {
+        **base,
+        "method": "duogpt",
+        "weight_sparsity": 0.5,
+        "act_sparsity": 0.5,
+        "eval_dense": False,
+    }
     rows = []
     for group in groups:
         if group == "calibration":
@@ -49,8 +55,8 @@ def configurations(
                     for nsamples in calib[0]:
                         config = {**default, "nsamples": nsamples, "seqlen": seqlen}
                         config["alpha"] = alpha
-                        # the evaluation keeps the base protocol's tokens per window
-                        config["eval_windows"] = base["eval_windows"] * base["seqlen"] // seqlen
+                        # the evaluation stays the base protocol's (same windows and length)
+                        config["eval_seqlen"] = base["seqlen"]
                         label = f"{nsamples} x {seqlen}, alpha {alpha:g}"
                         rows.append((group, label, config))
             continue
@@ -84,24 +90,34 @@ def main() -> None:
     for _group, _label, config in rows:
         distinct.setdefault(json.dumps(config, sort_keys=True), config)
     results = common.run_all(
-        [(f"config {i}", c) for i, c in enumerate(distinct.values(), 1)],
+        [("reference (dense figures)", common.reference_config(base))]
+        + [(f"config {i}", c) for i, c in enumerate(distinct.values(), 1)],
         isolate=isolate,
+        jobs=args.jobs,
+        cache=common.ResultCache(args.cache),
     )
-    by_key = {json.dumps(c, sort_keys=True): s for _, c, s in results}
+    reference = results[0][2]
+    by_key = {json.dumps(c, sort_keys=True): s for _, c, s in results[1:]}
     text = common.document(
         "Ablations of DuoGPT's [choice] options (W50% + X50%)",
-        [render(rows, by_key)],
-        protocol_line=common.protocol_text(base, args.quick)
-        + " The calibration-size rows keep the evaluation at the same number of tokens "
-        "(windows x seqlen) as the base protocol.",
+        [render(rows, by_key, reference.get("ppl_dense"))],
+        protocol_line=common.protocol_text(base, args.quick, args.jobs, reference=True)
+        + " The calibration-size rows keep the base protocol's evaluation (the same windows of "
+        f"{base['seqlen']} tokens) whatever their calibration seqlen.",
         started=started,
         seconds=time.monotonic() - tick,
+        results=results,
     )
     common.finish(text, args.out)
 
 
-def render(rows: list[tuple[str, str, dict[str, Any]]], by_key: dict[str, dict[str, Any]]) -> str:
-    """One row per ablation row; the best perplexity of each group in bold."""
+def render(
+    rows: list[tuple[str, str, dict[str, Any]]],
+    by_key: dict[str, dict[str, Any]],
+    dense: float | None,
+) -> str:
+    """One row per ablation row, ``x dense`` against the ``dense`` perplexity; the best
+    perplexity of each group in bold."""
     header = ("group", "setting", "ppl", "x dense", "act. sparsity", "wall s", "solve s")
     best: dict[str, float] = {}
     for group, _, config in rows:
@@ -111,7 +127,7 @@ def render(rows: list[tuple[str, str, dict[str, Any]]], by_key: dict[str, dict[s
     out = []
     for group, label, config in rows:
         summary = by_key[json.dumps(config, sort_keys=True)]
-        ppl, dense = summary.get("ppl_pruned"), summary.get("ppl_dense")
+        ppl = summary.get("ppl_pruned")
         text = common.fmt(ppl) if summary.get("status") == "finished" else summary.get("status")
         if ppl is not None and ppl == best.get(group):
             text = f"**{text}**"

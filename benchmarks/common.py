@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -90,22 +91,33 @@ def protocol(quick: bool, threads: int = 0) -> dict[str, Any]:
     return dict(FULL)
 
 
-def protocol_text(base: dict[str, Any], quick: bool) -> str:
-    """One paragraph that says how every figure of a table was measured."""
+def protocol_text(base: dict[str, Any], quick: bool, jobs: int = 1, reference: bool = False) -> str:
+    """One paragraph that says how every figure of a table was measured (``jobs``: runs at a
+    time; ``reference``: the dense figures come from :func:`reference_config`)."""
     model = (
         f"SmolLM2-135M cut to its first {QUICK_BLOCKS} decoder blocks (quick check only)"
         if quick
         else "SmolLM2-135M (30 decoder blocks, float32)"
+    )
+    at_once = (
+        "one run at a time"
+        if jobs <= 1
+        else f"{jobs} runs at a time (their wall times share the cores)"
+    )
+    dense = (
+        " The dense figures come from one reference run (the default DuoGPT run with its dense "
+        "evaluations on); every other run skips the dense evaluations."
+        if reference
+        else ""
     )
     return (
         f"Model {model}; calibration {base['nsamples']} x {base['seqlen']} tokens of "
         f"`{base['calib']}` (seed {base['seed']}); perplexity on {base['eval_windows']} "
         f"non-overlapping windows of {base['seqlen']} tokens of `{base['eval']}`, activation "
         "sparsity on for every token (per-token top-k unless stated); device "
-        f"`{base['device']}` with {_threads_text()}; one run at a time, each in a fresh process "
-        "unless stated. Weight "
-        "sparsity is per layer over the decoder blocks' linear layers; activation sparsity is "
-        "the measured fraction of zeroed inputs during the final evaluation."
+        f"`{base['device']}` with {_threads_text()}; {at_once}, each in a fresh process unless "
+        "stated. Weight sparsity is per layer over the decoder blocks' linear layers; activation "
+        "sparsity is the measured fraction of zeroed inputs during the final evaluation." + dense
     )
 
 
@@ -186,30 +198,143 @@ def summarize(events: Sequence[Any], wall: float) -> dict[str, Any]:
     return out
 
 
+def config_key(config: dict[str, Any]) -> str:
+    """A configuration's identity: every RunConfig field spelled out (defaults included), the
+    evaluation length normalised, and the torch threads (they change float sums, hence results)."""
+    from solver.config import RunConfig
+
+    fields = RunConfig.from_dict({**config, **NO_FILES}).to_dict()
+    if fields.get("eval_seqlen") == fields.get("seqlen"):
+        fields["eval_seqlen"] = 0
+    fields["threads"] = os.environ.get(THREADS_ENV, "")
+    return json.dumps(fields, sort_keys=True)
+
+
+class ResultCache:
+    """Finished run summaries in a JSON-lines file, keyed by :func:`config_key`.
+
+    The scripts share configurations (the W50% + X50% DuoGPT run is in the method table, the
+    sweep and the ablations), so a cache given with ``--cache`` runs each one once; an
+    interrupted benchmark picks up where it stopped. Only finished runs are kept.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the file again (another process may have added runs); bad lines are skipped."""
+        if self.path is None or not self.path.is_file():
+            return
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                self.entries[entry["key"]] = entry["summary"]
+            except (ValueError, KeyError, TypeError):
+                continue
+
+    def get(self, config: dict[str, Any]) -> dict[str, Any] | None:
+        """The cached summary of ``config``, or None."""
+        return self.entries.get(config_key(config))
+
+    def put(self, config: dict[str, Any], summary: dict[str, Any]) -> None:
+        """Remember a finished run (others are not cached)."""
+        if self.path is None or summary.get("status") != "finished":
+            return
+        key = config_key(config)
+        summary = {**summary, "measured": machine()["date"]}
+        self.entries[key] = summary
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"key": key, "config": config, "summary": summary}) + "\n")
+
+
+def reference_config(base: dict[str, Any]) -> dict[str, Any]:
+    """The run that measures the dense model (and dense + X50%) for every table: the default
+    DuoGPT run with its dense evaluations on. Every other run skips them (``eval_dense``
+    false), which saves two evaluations per run."""
+    return {
+        **base,
+        "method": "duogpt",
+        "weight_sparsity": 0.5,
+        "act_sparsity": 0.5,
+        "eval_dense": True,
+    }
+
+
 def run_all(
     runs: Sequence[tuple[str, dict[str, Any]]],
     *,
     isolate: bool = True,
     on_result: Callable[[str, dict[str, Any]], None] | None = None,
+    jobs: int = 1,
+    cache: ResultCache | None = None,
 ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """Run ``(label, config)`` pairs one at a time; ``(label, config, summary)`` per run."""
-    results = []
-    for index, (label, config) in enumerate(runs, 1):
-        print(f"[{index}/{len(runs)}] {label} (load {_load():.2f})", file=sys.stderr, flush=True)
+    """Run ``(label, config)`` pairs, ``jobs`` at a time (each in its own process when
+    ``isolate``); ``(label, config, summary)`` per run, in the order given. Runs found in
+    ``cache`` are not run again (their summary says ``cached``)."""
+    cache = cache or ResultCache(None)
+    summaries: dict[int, dict[str, Any]] = {}
+    todo = []
+    for index, (label, config) in enumerate(runs):
+        found = cache.get(config)
+        if found is not None:
+            summaries[index] = {**found, "cached": True}
+            _report(index, len(runs), label, summaries[index], "cached")
+        else:
+            todo.append(index)
+
+    def one(index: int) -> dict[str, Any]:
+        label, config = runs[index]
+        cache.reload()
+        found = cache.get(config)
+        if found is not None:  # another process ran it meanwhile
+            return {**found, "cached": True}
+        print(
+            f"[{index + 1}/{len(runs)}] {label} (load {_load():.2f})", file=sys.stderr, flush=True
+        )
         summary = run_isolated(config) if isolate else run_in_process(config)
         summary["load_after"] = round(_load(), 2)
-        results.append((label, config, summary))
-        if on_result is not None:
-            on_result(label, summary)
-        status = summary.get("status")
-        ppl = summary.get("ppl_pruned", summary.get("ppl_dense"))
-        print(
-            f"    {status}: ppl {fmt(ppl)}, {fmt(summary.get('seconds'), 1)} s, "
-            f"peak {fmt(summary.get('peak_rss_mb'), 0)} MB",
-            file=sys.stderr,
-            flush=True,
-        )
-    return results
+        return summary
+
+    if jobs > 1 and isolate:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(one, index): index for index in todo}
+            for future in as_completed(futures):
+                index = futures[future]
+                summaries[index] = future.result()
+                _finished(index, runs, summaries[index], cache, on_result)
+    else:
+        for index in todo:
+            summaries[index] = one(index)
+            _finished(index, runs, summaries[index], cache, on_result)
+    return [(label, config, summaries[i]) for i, (label, config) in enumerate(runs)]
+
+
+def _finished(
+    index: int,
+    runs: Sequence[tuple[str, dict[str, Any]]],
+    summary: dict[str, Any],
+    cache: ResultCache,
+    on_result: Callable[[str, dict[str, Any]], None] | None,
+) -> None:
+    label, config = runs[index]
+    if not summary.get("cached"):
+        cache.put(config, summary)
+    if on_result is not None:
+        on_result(label, summary)
+    _report(index, len(runs), label, summary, str(summary.get("status")))
+
+
+def _report(index: int, total: int, label: str, summary: dict[str, Any], status: str) -> None:
+    ppl = summary.get("ppl_pruned", summary.get("ppl_dense"))
+    print(
+        f"    [{index + 1}/{total}] {label}: {status}: ppl {fmt(ppl)}, "
+        f"{fmt(summary.get('seconds'), 1)} s, peak {fmt(summary.get('peak_rss_mb'), 0)} MB",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # --------------------------------------------------------------------- the machine
@@ -285,6 +410,16 @@ def arguments(description: str) -> argparse.ArgumentParser:
         "--threads", type=int, default=0, help="torch threads in every run (0: torch default)"
     )
     parser.add_argument(
+        "--jobs", type=int, default=1, help="runs at a time, each in its own process (default 1)"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="JSON-lines file of finished runs, shared by the scripts: a run found there is "
+        "not run again",
+    )
+    parser.add_argument(
         "--in-process",
         action="store_true",
         help="run every configuration in this process (faster start, peak RSS not per run)",
@@ -332,8 +467,10 @@ def document(
     protocol_line: str,
     started: dict[str, Any],
     seconds: float,
+    results: Sequence[tuple[str, dict[str, Any], dict[str, Any]]] = (),
 ) -> str:
-    """The Markdown file of one benchmark: title, command, protocol, machine, date, sections."""
+    """The Markdown file of one benchmark: title, command, protocol, machine, date, sections
+    (``results``: the runs, to say how many came from the cache and when they were measured)."""
     ended = machine()
     lines = [
         f"# {title}",
@@ -354,6 +491,15 @@ def document(
         f"Date: {started['date']}; the benchmark took {seconds:.0f} s.",
         "",
     ]
+    cached = [summary for _, _, summary in results if summary.get("cached")]
+    if cached:
+        dates = sorted(str(summary.get("measured", "?")) for summary in cached)
+        lines += [
+            f"{len(cached)} of {len(results)} runs were read from the result cache (`--cache`): "
+            f"measured from {dates[0]} to {dates[-1]} with the same configuration and threads, "
+            "on the machine above.",
+            "",
+        ]
     for section in sections:
         lines += [section.rstrip("\n"), ""]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -31,6 +31,7 @@ SETTINGS = (
 def configurations(base: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """``(setting, method label, config)`` for every row that needs a run."""
     out = []
+    base = {**base, "eval_dense": False}
     for setting, fields in SETTINGS:
         for method in METHODS:
             out.append((setting, method, {**base, **fields, "method": method}))
@@ -59,15 +60,19 @@ def main() -> None:
         chosen = {name.strip() for name in args.settings.split(",")}
         runs = [r for r in runs if r[0] in chosen]
     results = common.run_all(
-        [(f"{setting} {label}", config) for setting, label, config in runs],
+        [("reference (dense figures)", common.reference_config(base))]
+        + [(f"{setting} {label}", config) for setting, label, config in runs],
         isolate=isolate,
+        jobs=args.jobs,
+        cache=common.ResultCache(args.cache),
     )
     text = common.document(
         "Methods: perplexity, sparsity, time and memory",
-        [render(runs, results, in_process=not isolate)],
-        protocol_line=common.protocol_text(base, args.quick),
+        [render(runs, results[1:], results[0][2], in_process=not isolate)],
+        protocol_line=common.protocol_text(base, args.quick, args.jobs, reference=True),
         started=started,
         seconds=time.monotonic() - tick,
+        results=results,
     )
     common.finish(text, args.out)
 
@@ -75,10 +80,11 @@ def main() -> None:
 def render(
     runs: list[tuple[str, str, dict[str, Any]]],
     results: list[tuple[str, dict[str, Any], dict[str, Any]]],
+    reference: dict[str, Any],
     *,
     in_process: bool = False,
 ) -> str:
-    """The table: dense rows first (from the first finished run), then one row per run."""
+    """The table: dense rows first (from the reference run), then one row per run."""
     header = (
         "setting",
         "method",
@@ -92,14 +98,11 @@ def render(
         "dual-sparse bytes bound",
     )
     rows = []
-    first = next((r for _, _, r in results if r.get("ppl_dense")), {})
-    dense = first.get("ppl_dense")
+    dense = reference.get("ppl_dense")
     if dense:
         rows.append(("W0% + X0%", "dense", common.fmt(dense), "1.00", "0.0%", "0.0%"))
         rows[-1] += ("", "", "", "1.00x")
-    dense_act = next(
-        (r.get("ppl_dense_act") for _, _, r in results if r.get("ppl_dense_act")), None
-    )
+    dense_act = reference.get("ppl_dense_act")
     if dense_act:
         ratio = common.fmt(dense_act / dense) if dense else "n/a"
         dense_row = ("W0% + X50%", "dense + activation sparsity", common.fmt(dense_act), ratio)
@@ -126,8 +129,8 @@ def render(
             )
         )
     note = (
-        "wall s: the whole run in its process (load, dense and dense + X evaluations, pruning, "
-        "final evaluation); solve s: sum of the layer solves. dual-sparse bytes bound: dense "
+        "wall s: the whole run in its process (load, pruning, final evaluation); solve s: sum "
+        "of the layer solves. dual-sparse bytes bound: dense "
         "decode bytes / dual-sparse (spMspV) decode bytes over all pruned linear layers "
         "(solver/speedup.py: fp16 values, column-major bitmap)."
     )

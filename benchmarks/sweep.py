@@ -25,6 +25,28 @@ QUICK_WEIGHTS = (0.3, 0.7)
 QUICK_ACTS = (0.0, 0.5)
 
 
+def configurations(
+    base: dict[str, Any],
+    methods: list[str],
+    weights: tuple[float, ...] = WEIGHTS,
+    acts: tuple[float, ...] = ACTS,
+) -> list[tuple[str, dict[str, Any]]]:
+    """``(label, config)`` for every point of the grid."""
+    runs = []
+    for method in methods:
+        for p_x in acts:
+            for p_w in weights:
+                config = {
+                    **base,
+                    "method": method,
+                    "weight_sparsity": p_w,
+                    "act_sparsity": p_x,
+                    "eval_dense": False,
+                }
+                runs.append((f"{method} W{p_w:.0%} X{p_x:.0%}", config))
+    return runs
+
+
 def main() -> None:
     """Parse the options, run the grid, write table and plot."""
     parser = common.arguments(__doc__.split("\n")[0])
@@ -35,25 +57,30 @@ def main() -> None:
     isolate = not (args.in_process or args.quick)  # --quick: one process, fast start
     weights, acts = (QUICK_WEIGHTS, QUICK_ACTS) if args.quick else (WEIGHTS, ACTS)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    runs: list[tuple[str, dict[str, Any]]] = []
-    for method in methods:
-        for p_x in acts:
-            for p_w in weights:
-                config = {**base, "method": method, "weight_sparsity": p_w, "act_sparsity": p_x}
-                runs.append((f"{method} W{p_w:.0%} X{p_x:.0%}", config))
-    results = common.run_all(runs, isolate=isolate)
+    runs = configurations(base, methods, weights, acts)
+    results = common.run_all(
+        [("reference (dense figures)", common.reference_config(base)), *runs],
+        isolate=isolate,
+        jobs=args.jobs,
+        cache=common.ResultCache(args.cache),
+    )
     text = common.document(
         "Sparsity sweep: perplexity vs weight and activation sparsity",
-        [render(results)],
-        protocol_line=common.protocol_text(base, args.quick),
+        [render(results[1:], results[0][2])],
+        protocol_line=common.protocol_text(base, args.quick, args.jobs, reference=True),
         started=started,
         seconds=time.monotonic() - tick,
+        results=results,
     )
     common.finish(text, args.out)
 
 
-def render(results: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> str:
-    """The table (one row per run) and the plot (one series per method and p_x)."""
+def render(
+    results: list[tuple[str, dict[str, Any], dict[str, Any]]], reference: dict[str, Any]
+) -> str:
+    """The table (one row per run) and the plot (one series per method and p_x); the dense
+    perplexity comes from the ``reference`` run."""
+    dense_ppl = reference.get("ppl_dense")
     header = (
         "method",
         "p_w",
@@ -70,7 +97,7 @@ def render(results: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> str:
     for _label, config, summary in results:
         p_w, p_x = config["weight_sparsity"], config["act_sparsity"]
         fraction = (1 - p_w) * (1 - p_x)
-        ppl, dense = summary.get("ppl_pruned"), summary.get("ppl_dense")
+        ppl, dense = summary.get("ppl_pruned"), dense_ppl
         rows.append(
             (
                 config["method"],
@@ -86,7 +113,6 @@ def render(results: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> str:
         )
         if ppl:
             series.setdefault(f"{config['method']} X{p_x:.0%}", []).append((fraction, ppl))
-    dense_ppl = next((s.get("ppl_dense") for _, _, s in results if s.get("ppl_dense")), None)
     methods = sorted({name.split(" ")[0] for name in series})
     plots = [
         scatter_plot(

@@ -180,6 +180,10 @@ def prune(
     eval_windows: Annotated[
         str, typer.Option(metavar="INT", help="Evaluation windows of seqlen tokens; 0 skips.")
     ] = str(DEFAULTS.eval_windows),
+    eval_seqlen: Annotated[
+        str,
+        typer.Option(metavar="INT", help="Tokens per evaluation window; 0 means --seqlen."),
+    ] = str(DEFAULTS.eval_seqlen),
     seed: Annotated[str, typer.Option(metavar="INT", help="Random seed.")] = str(DEFAULTS.seed),
     device: Annotated[
         str, typer.Option(help=f"Device: {', '.join(DEVICES)} (auto uses CUDA when present).")
@@ -297,6 +301,7 @@ def prune(
             nsamples=_parse_int("--nsamples", nsamples),
             seqlen=_parse_int("--seqlen", seqlen),
             eval_windows=_parse_int("--eval-windows", eval_windows),
+            eval_seqlen=_parse_int("--eval-seqlen", eval_seqlen),
             seed=_parse_int("--seed", seed),
             device=device,
             alpha=_parse_float("--alpha", alpha),

@@ -35,7 +35,8 @@ class RunConfig:
     act_rule: str = "topk"  # "topk" (per-token top-k) or "threshold" (calibrated, TEAL-style)
     nsamples: int = 16  # calibration sequences
     seqlen: int = 256  # tokens per calibration sequence (and per evaluation window)
-    eval_windows: int = 16  # non-overlapping evaluation windows of seqlen tokens; 0 = skip
+    eval_windows: int = 16  # non-overlapping evaluation windows of eval_len tokens; 0 = skip
+    eval_seqlen: int = 0  # tokens per evaluation window; 0 = the same as seqlen
     eval_dense: bool = True  # also measure the dense model (with and without activation sparsity)
     seed: int = 0  # seeds the calibration sampling and everything random
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
@@ -73,6 +74,11 @@ class RunConfig:
         return parse_pattern(self.pattern)
 
     @property
+    def eval_len(self) -> int:
+        """Tokens per evaluation window: ``eval_seqlen``, or ``seqlen`` when that is 0."""
+        return self.eval_seqlen or self.seqlen
+
+    @property
     def target_weight_sparsity(self) -> float:
         """The weight sparsity the pattern asks for (N/M for N:M; 0 for ``dense``)."""
         if self.method == "dense":
@@ -105,6 +111,7 @@ class RunConfig:
             ("nsamples", self.nsamples, 1),
             ("seqlen", self.seqlen, 8),
             ("eval_windows", self.eval_windows, 0),
+            ("eval_seqlen", self.eval_seqlen, 0),
             ("block_size", self.block_size, 1),
             ("batch_size", self.batch_size, 1),
             ("proxy_every", self.proxy_every, 0),

@@ -150,8 +150,8 @@ def estimate(
     n_params = n_params or layers * (4 * hidden * hidden + 3 * hidden * intermediate)
     block = block_memory(config.nsamples, config.seqlen, config.batch_size, hidden, intermediate)
     weights_mb = n_params * DTYPE_BYTES.get(config.dtype, 4) / 2**20
-    batch = min(config.batch_size, max(config.eval_windows, 1)) * config.seqlen
-    logits_mb = (batch + 2 * config.seqlen) * vocab * 4 / 2**20 if config.eval_windows else 0.0
+    batch = min(config.batch_size, max(config.eval_windows, 1)) * config.eval_len
+    logits_mb = (batch + 2 * config.eval_len) * vocab * 4 / 2**20 if config.eval_windows else 0.0
     memory = BASE_MEMORY_MB + weights_mb + block.total + logits_mb
     seconds = _seconds(config, n_params, hidden, layers, intermediate, kind)
     detail = (
@@ -178,7 +178,7 @@ def _seconds(
     elif config.method == "wanda":
         flops += layers * sum(2.0 * k * calib_tokens for _, k in shapes)
     evaluations = 2 + (1 if config.act_sparsity > 0 else 0)
-    eval_tokens = config.eval_windows * config.seqlen
+    eval_tokens = config.eval_windows * config.eval_len
     flops += 2.0 * n_params * eval_tokens * evaluations
     if config.proxy_every:
         proxies = max(layers - 1, 0) // config.proxy_every

@@ -105,7 +105,7 @@ def preflight(config: RunConfig) -> None:
     inputs.check_model(config.model, config.seqlen)
     inputs.check_text("--calib", config.calib, config.nsamples * config.seqlen)
     if config.eval_windows > 0:
-        inputs.check_text("--eval", config.eval, config.seqlen)
+        inputs.check_text("--eval", config.eval, config.eval_len)
 
 
 def run(
@@ -250,11 +250,12 @@ class _Driver:
         self.state.model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         self.check_weights(model, adapter)
         context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
-        if context and config.seqlen > context:
-            raise InputError(
-                f"--seqlen {config.seqlen} is longer than the model's context of {context} "
-                f"tokens: use --seqlen {context} or less"
-            )
+        for flag, length in (("--seqlen", config.seqlen), ("--eval-seqlen", config.eval_len)):
+            if context and length > context:
+                raise InputError(
+                    f"{flag} {length} is longer than the model's context of {context} "
+                    f"tokens: use {flag} {context} or less"
+                )
         self.check_cancel()
         self.state.phase = "while loading the texts"
         yield Progress(t=self.t(), phase="load", done=1, total=3, label=f"text {config.calib}")
@@ -269,14 +270,14 @@ class _Driver:
         if config.eval_windows > 0:
             yield Progress(t=self.t(), phase="load", done=2, total=3, label=f"text {config.eval}")
             eval_name, eval_text = load_text(config.eval)
-            windows = eval_windows(loaded.tokenizer, eval_text, config.eval_windows, config.seqlen)
+            windows = eval_windows(loaded.tokenizer, eval_text, config.eval_windows, config.eval_len)
             protocol = eval_protocol(eval_name, windows, loaded.tokenizer)
             if windows.shape[0] < config.eval_windows:
                 yield Note(
                     t=self.t(),
                     level="warning",
                     text=f"evaluation text {eval_name!r} holds only {windows.shape[0]} windows "
-                    f"of {config.seqlen} tokens (asked for {config.eval_windows})",
+                    f"of {config.eval_len} tokens (asked for {config.eval_windows})",
                 )
         self.state.timings["load"] += time.monotonic() - tick
         linears = adapter.all_linears(model)

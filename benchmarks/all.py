@@ -1,0 +1,78 @@
+"""Every full-size benchmark run of issue 4 in one pool, then the three tables.
+
+The method table, the sweep and the ablations share configurations (the default DuoGPT run is in
+all three). This script collects the distinct configurations of the three, runs them ``--jobs``
+at a time with the result cache (``--cache``, default ``results/runs.jsonl``), and then writes
+``results/methods.md``, ``results/sweep.md`` and ``results/ablations.md`` by running each script
+against the filled cache. An interrupted run picks up where it stopped.
+
+    .venv/bin/python benchmarks/all.py --jobs 2 --threads 1
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import ablations, common, methods, sweep
+
+SCRIPTS = ("methods", "sweep", "ablations")
+
+
+def configurations(base: dict[str, Any], calib_alphas: list[float]) -> list[tuple[str, dict]]:
+    """The distinct ``(label, config)`` of the three scripts, the reference run first."""
+    runs = [("reference (dense figures)", common.reference_config(base))]
+    runs += [(f"methods {s} {m}", c) for s, m, c in methods.configurations(base)]
+    runs += [
+        (f"sweep {label}", c) for label, c in sweep.configurations(base, ["duogpt", "sparsegpt"])
+    ]
+    groups = [*ablations.GROUPS, "calibration"]
+    rows = ablations.configurations(base, groups, ablations.CALIB, calib_alphas)
+    runs += [(f"ablation {label}", c) for _, label, c in rows]
+    seen: set[str] = set()
+    distinct = []
+    for label, config in runs:
+        key = common.config_key(config)
+        if key not in seen:
+            seen.add(key)
+            distinct.append((label, config))
+    return distinct
+
+
+def main() -> None:
+    """Run every distinct configuration, then write each script's table from the cache."""
+    parser = common.arguments(__doc__.split("\n")[0])
+    parser.add_argument("--calib-alphas", default="0.125", help="alphas of the calibration grid")
+    parser.add_argument("--list", action="store_true", help="list the runs and exit")
+    args = parser.parse_args()
+    if args.quick:
+        parser.error("--quick: run each script with --quick (make bench-quick)")
+    cache_path = args.cache or common.ROOT / "results" / "runs.jsonl"
+    base = common.protocol(False, args.threads)
+    alphas = [float(a) for a in args.calib_alphas.split(",") if a.strip()]
+    runs = configurations(base, alphas)
+    cache = common.ResultCache(cache_path)
+    if args.list:
+        for label, config in runs:
+            print(("cached  " if cache.get(config) else "to run  ") + label)
+        return
+    tick = time.monotonic()
+    common.run_all(runs, jobs=args.jobs, cache=cache)
+    print(f"all runs done in {time.monotonic() - tick:.0f} s", file=sys.stderr)
+    for name in SCRIPTS:
+        command = [sys.executable, f"benchmarks/{name}.py", "--cache", str(cache_path)]
+        command += ["--jobs", str(args.jobs), "--out", f"results/{name}.md"]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        if name == "ablations":
+            command += ["--calib-alphas", args.calib_alphas]
+        subprocess.run(command, cwd=common.ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    main()
