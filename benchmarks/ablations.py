@@ -2,7 +2,8 @@
 
 alpha {0, 0.125, 0.25, 0.5, 1}; damping {0.01, 0.05}; act-order off/on; residual variant
 original/pruned; true-sequential vs all-at-once; top-k vs threshold activation rule; calibration
-size {16, 32, 64, 128} samples x seqlen {256, 512} (at each alpha of ``--calib-alphas``). Every
+size {16, 32, 64, 128} samples x seqlen {256, 512} (at each alpha of ``--calib-alphas``), and
+alpha {0, 0.125, 0.25, 0.5} at 32 x 256 calibration tokens (``alpha_calibration``). Every
 group changes one option from the defaults; the default configuration runs once and is shared.
 
     .venv/bin/python benchmarks/ablations.py --quick --out results/ablations-quick.md
@@ -31,13 +32,24 @@ GROUPS: dict[str, tuple[str, list[Any]]] = {
 }
 """Group name -> (config field, values)."""
 
+ALL_GROUPS = [*GROUPS, "calibration", "alpha_calibration"]
+
 CALIB = ([16, 32, 64, 128], [256, 512])
 QUICK_CALIB = ([4, 8], [128])
 QUICK_ALPHAS = [0.0, 0.125, 1.0]  # --quick: fewer alphas
 
+ALPHA_CALIB = ([32], [256], [0.0, 0.125, 0.25, 0.5])
+"""Group ``alpha_calibration``: samples, seqlens and alphas, to see how the best alpha moves
+with the calibration size (the ``alpha`` group has it at the base protocol's 16 x 256)."""
+QUICK_ALPHA_CALIB = ([8], [128], [0.0, 0.125])
+
 
 def configurations(
-    base: dict[str, Any], groups: list[str], calib: tuple[list[int], list[int]], alphas: list[float]
+    base: dict[str, Any],
+    groups: list[str],
+    calib: tuple[list[int], list[int]],
+    alphas: list[float],
+    alpha_calib: tuple[list[int], list[int], list[float]] = ALPHA_CALIB,
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """``(group, value label, config)`` for every row."""
     default = {
@@ -48,17 +60,22 @@ def configurations(
         "eval_dense": False,
     }
     rows = []
+
+    def grid(group: str, samples: list[int], seqlens: list[int], values: list[float]) -> None:
+        for alpha in values:
+            for seqlen in seqlens:
+                for nsamples in samples:
+                    config = {**default, "nsamples": nsamples, "seqlen": seqlen, "alpha": alpha}
+                    # the evaluation stays the base protocol's (same windows and length)
+                    config["eval_seqlen"] = base["seqlen"]
+                    rows.append((group, f"{nsamples} x {seqlen}, alpha {alpha:g}", config))
+
     for group in groups:
         if group == "calibration":
-            for alpha in alphas:
-                for seqlen in calib[1]:
-                    for nsamples in calib[0]:
-                        config = {**default, "nsamples": nsamples, "seqlen": seqlen}
-                        config["alpha"] = alpha
-                        # the evaluation stays the base protocol's (same windows and length)
-                        config["eval_seqlen"] = base["seqlen"]
-                        label = f"{nsamples} x {seqlen}, alpha {alpha:g}"
-                        rows.append((group, label, config))
+            grid(group, calib[0], calib[1], alphas)
+            continue
+        if group == "alpha_calibration":
+            grid(group, *alpha_calib)
             continue
         field, values = GROUPS[group]
         for value in values:
@@ -71,8 +88,8 @@ def main() -> None:
     parser = common.arguments(__doc__.split("\n")[0])
     parser.add_argument(
         "--groups",
-        default=",".join([*GROUPS, "calibration"]),
-        help=f"comma-separated groups among {', '.join([*GROUPS, 'calibration'])}",
+        default=",".join(ALL_GROUPS),
+        help=f"comma-separated groups among {', '.join(ALL_GROUPS)}",
     )
     parser.add_argument(
         "--calib-alphas", default="0.125", help="alphas of the calibration-size grid"
@@ -85,7 +102,13 @@ def main() -> None:
     alphas = [float(a) for a in args.calib_alphas.split(",") if a.strip()]
     if args.quick:
         GROUPS["alpha"] = ("alpha", QUICK_ALPHAS)
-    rows = configurations(base, groups, QUICK_CALIB if args.quick else CALIB, alphas)
+    rows = configurations(
+        base,
+        groups,
+        QUICK_CALIB if args.quick else CALIB,
+        alphas,
+        QUICK_ALPHA_CALIB if args.quick else ALPHA_CALIB,
+    )
     distinct: dict[str, dict[str, Any]] = {}
     for _group, _label, config in rows:
         distinct.setdefault(json.dumps(config, sort_keys=True), config)

@@ -31,8 +31,7 @@ def configurations(base: dict[str, Any], calib_alphas: list[float]) -> list[tupl
     runs += [
         (f"sweep {label}", c) for label, c in sweep.configurations(base, ["duogpt", "sparsegpt"])
     ]
-    groups = [*ablations.GROUPS, "calibration"]
-    rows = ablations.configurations(base, groups, ablations.CALIB, calib_alphas)
+    rows = ablations.configurations(base, ablations.ALL_GROUPS, ablations.CALIB, calib_alphas)
     runs += [(f"ablation {label}", c) for _, label, c in rows]
     seen: set[str] = set()
     distinct = []

@@ -504,7 +504,7 @@ def _protocol_text(events: Sequence[ev.Event], config: dict[str, Any] | None = N
             return f"{config.get('eval', NA)}: skipped (eval_windows 0)"
         return (
             f"{config.get('eval', NA)}, {windows} non-overlapping windows x "
-            f"{config.get('seqlen', NA)} tokens (not measured)"
+            f"{config.get('eval_seqlen') or config.get('seqlen', NA)} tokens (not measured)"
         )
     return "not measured"
 

@@ -54,3 +54,22 @@ def test_run_all_keeps_order_runs_each_config_once_and_reuses_the_cache(
     )
     assert sorted(calls) == [0.0, 0.25, 0.5, 1.0], "cached runs are not run again"
     assert [s.get("cached", False) for _, _, s in second] == [True, True, True, False]
+
+
+def test_ablation_rows_change_one_thing_and_keep_the_evaluation(monkeypatch) -> None:
+    from benchmarks import ablations
+
+    monkeypatch.setenv(common.THREADS_ENV, "1")
+    base = dict(common.FULL)
+    rows = ablations.configurations(base, ablations.ALL_GROUPS, ablations.CALIB, [0.125])
+    for group, label, config in rows:
+        assert config["eval_dense"] is False, label
+        assert config.get("eval_seqlen", base["seqlen"]) == base["seqlen"], label
+        assert config["eval_windows"] == base["eval_windows"], label
+    keys = {common.config_key(config) for _, _, config in rows}
+    default = common.config_key({**base, "eval_dense": False})
+    assert default in keys, "the default configuration is one of the rows"
+    calib = [c for g, _, c in rows if g == "calibration"]
+    assert {(c["nsamples"], c["seqlen"]) for c in calib} == {
+        (n, s) for n in ablations.CALIB[0] for s in ablations.CALIB[1]
+    }

@@ -103,7 +103,7 @@ def start_child(tmp_path: Path, honour: bool) -> tuple[subprocess.Popen[str], Pa
     child = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine imports torch slowly
     while time.monotonic() < deadline:
         events = out / "events.jsonl"
         if events.is_file() and "block_started" in events.read_text():
