@@ -62,7 +62,7 @@ def test_ablation_rows_change_one_thing_and_keep_the_evaluation(monkeypatch) -> 
     monkeypatch.setenv(common.THREADS_ENV, "1")
     base = dict(common.FULL)
     rows = ablations.configurations(base, ablations.ALL_GROUPS, ablations.CALIB, [0.125])
-    for group, label, config in rows:
+    for _group, label, config in rows:
         assert config["eval_dense"] is False, label
         assert config.get("eval_seqlen", base["seqlen"]) == base["seqlen"], label
         assert config["eval_windows"] == base["eval_windows"], label
