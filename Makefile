@@ -25,8 +25,8 @@ test: setup
 	$(VENV)/bin/python -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check duogpt_tui solver screens tests
-	$(VENV)/bin/ruff format --check duogpt_tui solver screens tests
+	$(VENV)/bin/ruff check duogpt_tui solver screens tests benchmarks
+	$(VENV)/bin/ruff format --check duogpt_tui solver screens tests benchmarks
 
 bench-quick: setup
 	$(VENV)/bin/python benchmarks/methods.py --quick --threads 1 --out results/methods-quick.md

@@ -118,6 +118,7 @@ def main() -> None:
         isolate=isolate,
         jobs=args.jobs,
         cache=common.ResultCache(args.cache),
+        cached_only=args.cached_only,
     )
     reference = results[0][2]
     by_key = {json.dumps(c, sort_keys=True): s for _, c, s in results[1:]}

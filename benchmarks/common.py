@@ -270,10 +270,12 @@ def run_all(
     on_result: Callable[[str, dict[str, Any]], None] | None = None,
     jobs: int = 1,
     cache: ResultCache | None = None,
+    cached_only: bool = False,
 ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """Run ``(label, config)`` pairs, ``jobs`` at a time (each in its own process when
     ``isolate``); ``(label, config, summary)`` per run, in the order given. Runs found in
-    ``cache`` are not run again (their summary says ``cached``)."""
+    ``cache`` are not run again (their summary says ``cached``); with ``cached_only`` the others
+    are not run either (their status is ``not run``)."""
     cache = cache or ResultCache(None)
     summaries: dict[int, dict[str, Any]] = {}
     todo = []
@@ -282,6 +284,8 @@ def run_all(
         if found is not None:
             summaries[index] = {**found, "cached": True}
             _report(index, len(runs), label, summaries[index], "cached")
+        elif cached_only:
+            summaries[index] = {"status": "not run", "error": "not in the cache"}
         else:
             todo.append(index)
 
@@ -418,6 +422,11 @@ def arguments(description: str) -> argparse.ArgumentParser:
         default=None,
         help="JSON-lines file of finished runs, shared by the scripts: a run found there is "
         "not run again",
+    )
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="run nothing: write the table from --cache, marking missing runs 'not run'",
     )
     parser.add_argument(
         "--in-process",

@@ -65,6 +65,7 @@ def main() -> None:
         isolate=isolate,
         jobs=args.jobs,
         cache=common.ResultCache(args.cache),
+        cached_only=args.cached_only,
     )
     text = common.document(
         "Methods: perplexity, sparsity, time and memory",

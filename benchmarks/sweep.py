@@ -63,6 +63,7 @@ def main() -> None:
         isolate=isolate,
         jobs=args.jobs,
         cache=common.ResultCache(args.cache),
+        cached_only=args.cached_only,
     )
     text = common.document(
         "Sparsity sweep: perplexity vs weight and activation sparsity",
