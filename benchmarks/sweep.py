@@ -126,11 +126,50 @@ def render(
         )
         for method in methods
     ]
-    parts = [common.table(header, rows, align="lrrrrrrrr")]
+    combined = scatter_plot(
+        {
+            method: [
+                pt for name, pts in series.items() if name.split(" ")[0] == method for pt in pts
+            ]
+            for method in methods
+        },
+        width=78,
+        height=16,
+        log_y=True,
+        title="all points: perplexity (log) vs (1 - p_w)(1 - p_x), one series per method",
+        x_label="(1 - p_w)(1 - p_x): fraction of multiply-adds left",
+    )
+    parts = [grid(results), common.table(header, rows, align="lrrrrrrrr")]
     if dense_ppl:
         parts.append(f"Dense perplexity (compute fraction 1): {dense_ppl:.2f}.")
-    parts += ["```text\n" + plot + "\n```" for plot in plots]
+    parts += ["```text\n" + plot + "\n```" for plot in [combined, *plots]]
     return "\n\n".join(parts)
+
+
+def grid(results: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> str:
+    """Perplexity at a glance: one row per weight sparsity, one column per method and
+    activation sparsity; the better method at each point in bold."""
+    cells: dict[tuple[str, float, float], float] = {}
+    for _label, config, summary in results:
+        if summary.get("status") == "finished" and summary.get("ppl_pruned"):
+            key = (config["method"], config["weight_sparsity"], config["act_sparsity"])
+            cells[key] = summary["ppl_pruned"]
+    methods = sorted({m for m, _, _ in cells})
+    weights = sorted({w for _, w, _ in cells})
+    acts = sorted({x for _, _, x in cells})
+    header = ["p_w", *[f"{m} X{x:.0%}" for x in acts for m in methods]]
+    rows = []
+    for w in weights:
+        row = [f"{w:.0%}"]
+        for x in acts:
+            found = {m: cells.get((m, w, x)) for m in methods}
+            best = min((v for v in found.values() if v is not None), default=None)
+            for m in methods:
+                value = found[m]
+                text = common.fmt(value) if value is not None else "n/a"
+                row.append(f"**{text}**" if value is not None and value == best else text)
+        rows.append(row)
+    return common.table(header, rows)
 
 
 if __name__ == "__main__":
