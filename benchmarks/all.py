@@ -11,6 +11,7 @@ against the filled cache. An interrupted run picks up where it stopped.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -64,7 +65,8 @@ def main() -> None:
     common.run_all(runs, jobs=args.jobs, cache=cache)
     print(f"all runs done in {time.monotonic() - tick:.0f} s", file=sys.stderr)
     for name in SCRIPTS:
-        command = [sys.executable, f"benchmarks/{name}.py", "--cache", str(cache_path)]
+        shown = os.path.relpath(cache_path, common.ROOT)
+        command = [sys.executable, f"benchmarks/{name}.py", "--cache", shown]
         command += ["--jobs", str(args.jobs), "--out", f"results/{name}.md"]
         if args.threads:
             command += ["--threads", str(args.threads)]

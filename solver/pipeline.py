@@ -270,7 +270,9 @@ class _Driver:
         if config.eval_windows > 0:
             yield Progress(t=self.t(), phase="load", done=2, total=3, label=f"text {config.eval}")
             eval_name, eval_text = load_text(config.eval)
-            windows = eval_windows(loaded.tokenizer, eval_text, config.eval_windows, config.eval_len)
+            windows = eval_windows(
+                loaded.tokenizer, eval_text, config.eval_windows, config.eval_len
+            )
             protocol = eval_protocol(eval_name, windows, loaded.tokenizer)
             if windows.shape[0] < config.eval_windows:
                 yield Note(

@@ -5,11 +5,12 @@ magnitude (+ activation sparsity). Every baseline is pruned on dense activations
 with the same activation sparsity, as in the paper.
 
 The settings are the issue's reference run (calibration 16 x 256 tokens of SOTU, evaluation
-16 x 256 of Moby-Dick, seed 0). Measured there (README, Results): DuoGPT 212 < Wanda 224 <
-SparseGPT 243 < magnitude 1461 — Wanda beats SparseGPT on SmolLM2-135M with calibration sets
-this small, also without activation sparsity (SparseGPT's updates overfit 4096 tokens), so the
-SparseGPT-vs-Wanda part of the paper's ordering is not asserted; DuoGPT beating every baseline
-and every method beating magnitude is. Four runs of the real model: marked ``slow``.
+16 x 256 of Moby-Dick, seed 0). Measured there (README, Results, 1 thread): DuoGPT 209 <
+Wanda 224 < SparseGPT 258 < magnitude 1461. Wanda beats SparseGPT on SmolLM2-135M with
+calibration sets this small, also without activation sparsity (SparseGPT's updates overfit
+4096 tokens), so the SparseGPT-vs-Wanda part of the paper's ordering is not asserted; DuoGPT
+beating every baseline and every method beating magnitude is. Four runs of the real model:
+marked ``slow``.
 """
 
 from __future__ import annotations
