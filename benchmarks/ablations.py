@@ -12,7 +12,6 @@ group changes one option from the defaults; the default configuration runs once 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -111,7 +110,7 @@ def main() -> None:
     )
     distinct: dict[str, dict[str, Any]] = {}
     for _group, _label, config in rows:
-        distinct.setdefault(json.dumps(config, sort_keys=True), config)
+        distinct.setdefault(common.config_key(config), config)
     results = common.run_all(
         [("reference (dense figures)", common.reference_config(base))]
         + [(f"config {i}", c) for i, c in enumerate(distinct.values(), 1)],
@@ -121,7 +120,7 @@ def main() -> None:
         cached_only=args.cached_only,
     )
     reference = results[0][2]
-    by_key = {json.dumps(c, sort_keys=True): s for _, c, s in results[1:]}
+    by_key = {common.config_key(c): s for _, c, s in results[1:]}
     text = common.document(
         "Ablations of DuoGPT's [choice] options (W50% + X50%)",
         [render(rows, by_key, reference.get("ppl_dense"))],
@@ -145,12 +144,12 @@ def render(
     header = ("group", "setting", "ppl", "x dense", "act. sparsity", "wall s", "solve s")
     best: dict[str, float] = {}
     for group, _, config in rows:
-        ppl = by_key[json.dumps(config, sort_keys=True)].get("ppl_pruned")
+        ppl = by_key[common.config_key(config)].get("ppl_pruned")
         if ppl is not None:
             best[group] = min(best.get(group, ppl), ppl)
     out = []
     for group, label, config in rows:
-        summary = by_key[json.dumps(config, sort_keys=True)]
+        summary = by_key[common.config_key(config)]
         ppl = summary.get("ppl_pruned")
         text = common.fmt(ppl) if summary.get("status") == "finished" else summary.get("status")
         if ppl is not None and ppl == best.get(group):

@@ -27,7 +27,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -224,7 +224,7 @@ class ResultCache:
         self.reload()
 
     def reload(self) -> None:
-        """Read the file again (another process may have added runs); bad lines are skipped."""
+        """Read the file (again: another process may have added runs); bad lines are skipped."""
         if self.path is None or not self.path.is_file():
             return
         for line in self.path.read_text(encoding="utf-8").splitlines():
@@ -243,7 +243,7 @@ class ResultCache:
         if self.path is None or summary.get("status") != "finished":
             return
         key = config_key(config)
-        summary = {**summary, "measured": machine()["date"]}
+        summary = {**summary, "measured": _now()}
         self.entries[key] = summary
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
@@ -267,7 +267,6 @@ def run_all(
     runs: Sequence[tuple[str, dict[str, Any]]],
     *,
     isolate: bool = True,
-    on_result: Callable[[str, dict[str, Any]], None] | None = None,
     jobs: int = 1,
     cache: ResultCache | None = None,
     cached_only: bool = False,
@@ -291,8 +290,8 @@ def run_all(
 
     def one(index: int) -> dict[str, Any]:
         label, config = runs[index]
-        cache.reload()
-        found = cache.get(config)
+        # a fresh read of the file (no state shared with the main thread)
+        found = ResultCache(cache.path).get(config)
         if found is not None:  # another process ran it meanwhile
             return {**found, "cached": True}
         print(
@@ -308,11 +307,11 @@ def run_all(
             for future in as_completed(futures):
                 index = futures[future]
                 summaries[index] = future.result()
-                _finished(index, runs, summaries[index], cache, on_result)
+                _finished(index, runs, summaries[index], cache)
     else:
         for index in todo:
             summaries[index] = one(index)
-            _finished(index, runs, summaries[index], cache, on_result)
+            _finished(index, runs, summaries[index], cache)
     return [(label, config, summaries[i]) for i, (label, config) in enumerate(runs)]
 
 
@@ -321,13 +320,11 @@ def _finished(
     runs: Sequence[tuple[str, dict[str, Any]]],
     summary: dict[str, Any],
     cache: ResultCache,
-    on_result: Callable[[str, dict[str, Any]], None] | None,
 ) -> None:
+    """Cache a run that was just measured and print its line (main thread only)."""
     label, config = runs[index]
     if not summary.get("cached"):
         cache.put(config, summary)
-    if on_result is not None:
-        on_result(label, summary)
     _report(index, len(runs), label, summary, str(summary.get("status")))
 
 
@@ -351,6 +348,11 @@ def _load() -> float:
         return float("nan")
 
 
+def _now() -> str:
+    """The local date and time, to the minute, with the zone."""
+    return _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
 def machine() -> dict[str, Any]:
     """CPU count, torch threads, load averages, platform, versions and the date."""
     import torch
@@ -364,7 +366,7 @@ def machine() -> dict[str, Any]:
     except (ValueError, OSError, AttributeError):
         memory = None
     return {
-        "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "date": _now(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_avg_1_5_15": loads,
