@@ -400,6 +400,9 @@ def preflight_estimate(console: Console, config: RunConfig) -> None:
             f"{estimate.megabytes(available)} is available on {device}: use fewer --nsamples, "
             f"a shorter --seqlen, a smaller --batch-size, or {elsewhere}",
         )
+    thin = estimate.thin_calibration_for(config)
+    if thin:
+        _notice(console, f"warning: {thin}")
 
 
 def _duration(seconds: float) -> str:

@@ -19,6 +19,9 @@ ACT_RULES = ("topk", "threshold")
 RESIDUAL_VARIANTS = ("original", "pruned")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
+DAMPING_RULES = ("mean", "median", "channel")
+MASK_SCOPES = ("block", "row")
+ALPHA_SELECTIONS = ("fixed", "heldout")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,11 @@ class RunConfig:
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     dtype: str = "float32"  # model dtype; the solver's math is float32 whatever this is
     alpha: float = 0.125  # DuoGPT residual scale; 0 = SparseGPT on sparse-input statistics
-    damping: float = 0.01  # relative Hessian damping (times the mean diagonal)
+    alpha_select: str = "fixed"  # "heldout": per layer, the best of 0, alpha/2, alpha on held-out
+    damping: float = 0.01  # relative Hessian damping (times the mean or median diagonal)
+    damping_rule: str = "mean"  # damping relative to diag(H)'s "mean", "median" or each "channel"
+    mask_scope: str = "block"  # OBS masks compare scores in each n x B "block" or each "row"
+    token_clip: float = 0.0  # cap each calibration token's norm at c x the median; 0 = off
     block_size: int = 128  # columns per lazy-update block
     act_order: bool = False  # process columns by descending Hessian diagonal
     residual_variant: str = "original"  # lazy residual uses pre-pruning ("original") or pruned
@@ -122,6 +129,16 @@ class RunConfig:
                 raise InputError(f"{flag} must be an integer >= {low}, got {value!r}")
         if not _finite(self.alpha) or self.alpha < 0:
             raise InputError(f"--alpha must be a number >= 0, got {self.alpha!r}")
+        if self.damping_rule not in DAMPING_RULES:
+            raise InputError(
+                f"unknown damping rule {self.damping_rule!r}: use {', '.join(DAMPING_RULES)}"
+            )
+        if self.alpha_select not in ALPHA_SELECTIONS:
+            raise InputError(f"unknown alpha selection {self.alpha_select!r}: use fixed or heldout")
+        if self.mask_scope not in MASK_SCOPES:
+            raise InputError(f"unknown mask scope {self.mask_scope!r}: use block or row")
+        if not _finite(self.token_clip) or self.token_clip < 0:
+            raise InputError(f"--token-clip must be a number >= 0, got {self.token_clip!r}")
         if not _finite(self.damping) or not 0 < self.damping < 10:
             raise InputError(f"--damping must be a number in (0, 10), got {self.damping!r}")
         return self

@@ -192,3 +192,46 @@ def megabytes(value: float) -> str:
     if value >= 1024:
         return f"{value / 1024:.1f} GB"
     return f"{value:.0f} MB" if value >= 10 else f"{value:.1f} MB"
+
+
+THIN_CALIBRATION_FACTOR = 2
+"""Calibration tokens below this many times a layer's input width count as thin (issue 9)."""
+
+
+def thin_calibration(tokens: int, seqlen: int, layer: str, in_features: int) -> str:
+    """A one-line warning (without a ``warning:`` prefix) when ``tokens`` calibration tokens are
+    too few for a layer, else ``""``.
+
+    Below ``2 k`` tokens for a layer with ``k`` inputs, its ``k x k`` Hessian is estimated from
+    fewer than two samples per dimension (rank-deficient below ``k``): the OBS solve then leans
+    on the damping and its weight updates fit the calibration tokens rather than the text.
+
+    Args:
+        tokens: calibration tokens (``nsamples x seqlen``).
+        seqlen: tokens per calibration sequence (to say how many sequences are needed).
+        layer: the widest pruned layer's name, e.g. ``mlp.down_proj``.
+        in_features: its input size ``k``.
+    """
+    need = THIN_CALIBRATION_FACTOR * in_features
+    if tokens >= need or in_features <= 0:
+        return ""
+    samples = -(-need // max(seqlen, 1))
+    return (
+        f"thin calibration: {tokens} tokens are fewer than {THIN_CALIBRATION_FACTOR}x "
+        f"the {in_features} inputs of {layer}, so its Hessian is "
+        f"{'rank-deficient' if tokens < in_features else 'poorly estimated'}: use --nsamples "
+        f"{samples} or more at --seqlen {seqlen}"
+    )
+
+
+def thin_calibration_for(config: RunConfig) -> str:
+    """:func:`thin_calibration` for a run, from the model's sizes known without loading it
+    (``""`` when they are unknown: the run itself checks again once the model is loaded)."""
+    from solver.inputs import model_facts
+
+    facts = model_facts(config.model)
+    if config.method not in ("duogpt", "sparsegpt") or not facts.hidden:
+        return ""
+    hidden, intermediate = facts.hidden, facts.intermediate or 4 * facts.hidden
+    layer, width = ("mlp.down_proj", intermediate) if intermediate >= hidden else ("q_proj", hidden)
+    return thin_calibration(config.nsamples * config.seqlen, config.seqlen, layer, width)

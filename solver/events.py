@@ -105,6 +105,10 @@ class LayerSolved(Event):
         decode: estimated bytes and FLOPs of one decode step of the pruned layer, dense vs
             weight-sparse vs activation-sparse vs dual-sparse (:mod:`solver.speedup`, keys such
             as ``dual_bytes``); empty when not estimated.
+        alpha: the residual scale DuoGPT used for this layer (0 for the other methods).
+        heldout: with held-out alpha selection, each candidate alpha (as text, e.g. ``"0.125"``)
+            -> the layer objective on the held-out calibration sequences; the lowest was used.
+            Empty otherwise.
     """
 
     kind: ClassVar[str] = "layer_solved"
@@ -122,6 +126,8 @@ class LayerSolved(Event):
     damping: float = 0.0
     retries: int = 0
     decode: dict[str, float] = field(default_factory=dict)
+    alpha: float = 0.0
+    heldout: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,11 @@ import torch
 from torch import Tensor
 
 from solver.errors import RunError
-from solver.masks import prune_count, smallest_mask
+from solver.masks import prune_count, rowwise_smallest_mask, smallest_mask
 from solver.stats import LayerStats
 
 RESIDUAL_VARIANTS = ("original", "pruned")
+MASK_SCOPES = ("block", "row")
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,39 @@ class ResidualTerms:
 # -- the pieces of the closed form (§4) ---------------------------------------------------------
 
 
-def damp(H: Tensor, damping: float) -> Tensor:
-    """``H + damping * mean(diag(H)) * I`` as a new tensor (§5 step 3)."""
+DAMPING_RULES = ("mean", "median", "channel")
+
+
+def damp(H: Tensor, damping: float, rule: str = "mean") -> Tensor:
+    """``H + damping * mean(diag(H)) * I`` as a new tensor (§5 step 3).
+
+    Rules (what ``damping`` is relative to):
+
+    * ``mean``: the mean of ``diag(H)`` (SparseGPT's rule);
+    * ``median``: the median of the positive diagonal entries, so that a few massive channels do
+      not set the damping of all the others;
+    * ``channel``: each channel's own ``H_jj`` (``H + damping * diag(H)``, plus ``1e-6`` of the
+      mean for channels that are almost never active). Large values shrink the OBS updates and
+      turn the score ``w^2 / [H^-1]_jj`` into Wanda's ``w^2 H_jj``.
+    """
     out = H.clone()
-    out.diagonal().add_(damping * torch.diagonal(H).mean())
+    diag = torch.diagonal(H)
+    if rule == "channel":
+        out.diagonal().add_(damping * diag + 1e-6 * diag.mean())
+    else:
+        out.diagonal().add_(damping * damping_scale(H, rule))
     return out
+
+
+def damping_scale(H: Tensor, rule: str = "mean") -> Tensor:
+    """The diagonal statistic a uniform relative damping multiplies (``mean`` or ``median``)."""
+    diag = torch.diagonal(H)
+    if rule == "median":
+        live = diag[diag > 0]
+        return live.median() if live.numel() else diag.mean()
+    if rule != "mean":
+        raise ValueError(f"unknown damping rule {rule!r}: use mean or median")
+    return diag.mean()
 
 
 def inverse_cholesky_upper(H: Tensor) -> Tensor | None:
@@ -213,7 +242,9 @@ def _exact_float32() -> Iterator[None]:
         torch.set_float32_matmul_precision(before)
 
 
-def _factorise(H: Tensor, damping: float, max_retries: int) -> tuple[Tensor, float, int]:
+def _factorise(
+    H: Tensor, damping: float, max_retries: int, rule: str = "mean"
+) -> tuple[Tensor, float, int]:
     """§5 steps 3–4 with retries: ``(U, damping used, retries)``.
 
     Raises:
@@ -221,7 +252,7 @@ def _factorise(H: Tensor, damping: float, max_retries: int) -> tuple[Tensor, flo
     """
     rel = damping
     for attempt in range(max_retries + 1):
-        U = inverse_cholesky_upper(damp(H, rel))
+        U = inverse_cholesky_upper(damp(H, rel, rule))
         if U is not None:
             return U, rel, attempt
         if attempt < max_retries:
@@ -246,6 +277,8 @@ def prune_obc(
     act_order: bool = False,
     residual_variant: str = "original",
     max_retries: int = 4,
+    damping_rule: str = "mean",
+    mask_scope: str = "block",
 ) -> SolveResult:
     """Prune one layer with DuoGPT (ALGORITHM.md §5, Algorithm 1); SparseGPT when ``alpha = 0``.
 
@@ -265,6 +298,10 @@ def prune_obc(
         residual_variant: ``original``: the lazy update carries the pre-pruning column values
             ``w`` (§5); ``pruned``: it carries the pruned values ``q`` (related code's variant).
         max_retries: tenfold damping increases allowed when Cholesky fails.
+        damping_rule: what ``damping`` is relative to (:func:`damp`).
+        mask_scope: unstructured masks compare scores over the whole ``n x B`` block
+            (``block``, SparseGPT) or within each row of it (``row``: every row loses the same
+            count, as Wanda compares within each output).
 
     Returns:
         The pruned weight (same shape/dtype/device as ``weight``), the mask, and the damping used.
@@ -279,6 +316,8 @@ def prune_obc(
     k = weight.shape[1]
     if H.shape != (k, k):
         raise ValueError(f"H has shape {tuple(H.shape)}, expected ({k}, {k})")
+    if mask_scope not in MASK_SCOPES:
+        raise ValueError(f"unknown mask scope {mask_scope!r}: use block or row")
     if residual_variant not in RESIDUAL_VARIANTS:
         raise ValueError(f"unknown residual variant {residual_variant!r}: use original or pruned")
     if not 0 <= sparsity <= 1:
@@ -311,16 +350,16 @@ def prune_obc(
                 "the layer's input statistics contain NaN or Inf; check the model's activations "
                 "in this dtype or use more calibration samples"
             )
-        # 1. dead input channels: never active in X^
+        # 1. dead input channels: never active in X^. Their weights are pruned first, inside the
+        #    target (so the achieved sparsity is the target), and their residual is carried.
         dead = torch.diagonal(Hw) == 0
         Hw.diagonal()[dead] = 1
-        W[:, dead] = 0
         # 2. optional act-order
         perm = torch.argsort(torch.diagonal(Hw), descending=True) if act_order else None
         if perm is not None:
             W, Hw = W[:, perm], Hw[perm][:, perm]
         # 3.-4. damping + U, with retries
-        U, used_damping, retries = _factorise(Hw, damping, max_retries)
+        U, used_damping, retries = _factorise(Hw, damping, max_retries, damping_rule)
         del Hw
         # 5.-6. residual terms
         Dm = extra = None
@@ -335,14 +374,24 @@ def prune_obc(
             Dm, extra = alpha * terms.D, terms.extra(alpha)
         # 7. the sweep
         col_orig = perm if perm is not None else torch.arange(k, device=device)
+        forced = dead if perm is None else dead[perm]
         mask = _sweep(
-            W, U, Dm, extra, col_orig, sparsity, nm, block_size, residual_variant == "pruned"
+            W,
+            U,
+            Dm,
+            extra,
+            col_orig,
+            sparsity,
+            nm,
+            block_size,
+            residual_variant == "pruned",
+            forced if bool(forced.any()) else None,
+            mask_scope == "row",
         )
         # 8. undo the permutation, cast back, check
         if perm is not None:
             inv = torch.argsort(perm)
             W, mask = W[:, inv], mask[:, inv]
-        mask |= dead.reshape(1, -1)
         if not bool(torch.isfinite(W).all()):
             raise RunError(
                 "the pruned weights contain NaN or Inf; raise --damping or lower --alpha"
@@ -365,11 +414,15 @@ def _sweep(
     nm: tuple[int, int] | None,
     block_size: int,
     lazy_pruned: bool,
+    forced: Tensor | None = None,
+    per_row: bool = False,
 ) -> Tensor:
     """§5 step 7 in place on ``W`` (columns in processing order); returns the mask (same order).
 
     ``Dm`` is ``alpha * D`` and ``extra`` is ``alpha (a - b + 2c)``, or both None (SparseGPT).
     ``col_orig[p]`` is the original column index of processing position ``p`` (for N:M groups).
+    ``forced`` (bool, length ``k``, processing order) marks columns whose weights are pruned
+    before any other, within the target count (dead input channels).
     """
     n, k = W.shape
     diag_u = torch.diagonal(U)
@@ -399,7 +452,12 @@ def _sweep(
         rows = _stacked_rows(U, Dm, i1, i2, i1, i2)  # (B, C, B)
         if nm is None:
             scores = _scores(W1, diag_u[i1:i2], None if extra is None else extra[i1:i2])
-            mask[:, i1:i2] = smallest_mask(scores, prune_count(scores.numel(), sparsity))
+            if forced is not None:
+                scores.masked_fill_(forced[i1:i2].reshape(1, -1), -math.inf)
+            if per_row:
+                mask[:, i1:i2] = rowwise_smallest_mask(scores, prune_count(b, sparsity))
+            else:
+                mask[:, i1:i2] = smallest_mask(scores, prune_count(scores.numel(), sparsity))
         neg_scale = _neg_scale(mask[:, i1:i2], diag_u[i1:i2])  # (n, B): -mask / U_pp
 
         for j in range(b):
@@ -409,6 +467,8 @@ def _sweep(
                 pos = group_pos[grp]
                 cur = _current_columns(W, W1, lazy, U, Dm, pos, i1, i2, j)  # (n, m)
                 s = _scores(cur, diag_u[pos], None if extra is None else extra[pos])
+                if forced is not None:
+                    s.masked_fill_(forced[pos].reshape(1, -1), -math.inf)
                 chosen = torch.zeros_like(s, dtype=torch.bool)
                 chosen.scatter_(1, torch.topk(s, n_zero, dim=1, largest=False).indices, True)
                 mask[:, pos] = chosen

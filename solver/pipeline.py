@@ -494,6 +494,9 @@ class _Driver:
                 f"{cache_mb:.1f} MB per block"
             ),
         )
+        thin = self.thin_calibration(adapter, blocks[0], calib)
+        if thin:
+            yield Note(t=self.t(), level="warning", text=thin)
         for index, block in enumerate(blocks):
             if index < first:
                 continue
@@ -523,6 +526,15 @@ class _Driver:
             ):
                 proxy = windows[: config.proxy_windows]
                 yield from self.evaluate(model, adapter, proxy, protocol, "proxy", upto_block=index)
+
+    def thin_calibration(self, adapter: ModelAdapter, block: nn.Module, calib: torch.Tensor) -> str:
+        """The thin-calibration warning for the widest layer (issue 9), or ``""``."""
+        if self.config.method not in ("duogpt", "sparsegpt"):
+            return ""
+        name, layer = max(adapter.linears(block).items(), key=lambda item: item[1].in_features)
+        return estimate.thin_calibration(
+            int(calib.numel()), int(calib.shape[1]), name, int(layer.in_features)
+        )
 
     def cache_megabytes(self, adapter: ModelAdapter, block: nn.Module, tokens: int) -> float:
         """Memory for one block's cached dense inputs (one tensor per group)."""
@@ -675,7 +687,13 @@ class _Driver:
             for name in group:
                 self.state.thresholds[full[name]] = threshold
         in_features = linears[group[0]].in_features
-        stats = LayerStats.empty(in_features, device=self.device)
+        clip = config.token_clip if config.method in ("duogpt", "sparsegpt") else 0.0
+        # with held-out alpha selection, every HOLDOUT_EVERY-th calibration sequence is held out
+        # of the candidate solves and scores them; the final solve uses every sequence
+        split = self.selects_alpha()
+        fit = LayerStats.empty(in_features, device=self.device)
+        held = LayerStats.empty(in_features, device=self.device) if split else None
+        first_row = 0
         for x_raw, x_dense in zip(raw, dense_inputs, strict=True):
             # DuoGPT calibrates on activation-sparse inputs; the baselines on dense ones
             x_sparse = self.sparsify(x_raw, head) if self.sparse_calibration else x_raw
@@ -683,7 +701,29 @@ class _Driver:
             x_active = None
             if not self.sparse_calibration and config.act_sparsity > 0:
                 x_active = self.sparsify(x_raw, head)
-            stats.add(x_sparse, x_dense, x_active=x_active)
+            rows = torch.arange(first_row, first_row + x_raw.shape[0])
+            first_row += x_raw.shape[0]
+            out = rows % HOLDOUT_EVERY == HOLDOUT_EVERY - 1 if held is not None else None
+            if out is None or not bool(out.any()):
+                fit.add(x_sparse, x_dense, x_active=x_active, token_clip=clip)
+                continue
+            keep = ~out
+            pick = lambda x, m: None if x is None else x[m.to(x.device)]  # noqa: E731
+            if bool(keep.any()):
+                fit.add(
+                    x_sparse[keep.to(x_sparse.device)],
+                    pick(x_dense, keep),
+                    x_active=pick(x_active, keep),
+                    token_clip=clip,
+                )
+            held.add(
+                x_sparse[out.to(x_sparse.device)],
+                pick(x_dense, out),
+                x_active=pick(x_active, out),
+                token_clip=clip,
+            )
+        stats = fit if held is None or not held.count else fit.merged(held)
+        selection = (fit, held) if held is not None and held.count and fit.count else None
         if not all(math.isfinite(float(v)) for v in (stats.H.sum(), stats.G.sum(), stats.D.sum())):
             raise RunError(
                 f"block {index} {group[0]}: calibration statistics hold NaN/Inf; the model "
@@ -693,7 +733,9 @@ class _Driver:
         for name in group:
             self.check_cancel()
             try:
-                solved = self.solve_layer(index, name, linears[name], stats, timings)
+                solved = self.solve_layer(
+                    index, name, linears[name], stats, timings, selection=selection
+                )
             except RunError as err:  # the math's own errors do not know the layer: name it
                 if str(err).startswith(f"block {index} "):
                     raise
@@ -707,29 +749,26 @@ class _Driver:
         module: nn.Linear,
         stats: LayerStats,
         timings: dict[str, float],
+        selection: tuple[LayerStats, LayerStats] | None = None,
     ) -> LayerSolved:
-        """Prune one linear layer in place with the run's method."""
+        """Prune one linear layer in place with the run's method.
+
+        With ``selection`` (fit and held-out statistics), DuoGPT's alpha is chosen per layer
+        (:meth:`choose_alpha`) before the final solve on ``stats``.
+        """
         config = self.config
         tick = time.monotonic()
         weight = module.weight.data
         original = weight.float()
         sparsity = config.weight_sparsity
         damping, retries = config.damping, 0
+        alpha, heldout = 0.0, {}
         if config.method in ("duogpt", "sparsegpt"):
             duo = config.method == "duogpt"
-            result = prune_obc(
-                original,
-                stats.H,
-                G=stats.G if duo else None,
-                g=stats.g if duo else None,
-                sparsity=sparsity,
-                nm=self.nm,
-                alpha=config.alpha if duo else 0.0,
-                damping=config.damping,
-                block_size=config.block_size,
-                act_order=config.act_order,
-                residual_variant=config.residual_variant,
-            )
+            alpha = config.alpha if duo else 0.0
+            if duo and selection is not None and alpha > 0:
+                alpha, heldout = self.choose_alpha(original, *selection)
+            result = self.obc(original, stats, alpha if duo else None)
             new, damping, retries = result.weight, result.damping, result.retries
         elif config.method == "wanda":
             new = apply_mask(
@@ -766,7 +805,51 @@ class _Driver:
             damping=float(damping),
             retries=int(retries),
             decode=decode,
+            alpha=float(alpha),
+            heldout={f"{a:g}": round(e, 6) for a, e in heldout.items()},
         )
+
+    def selects_alpha(self) -> bool:
+        """True when DuoGPT's alpha is chosen per layer on held-out calibration sequences."""
+        config = self.config
+        return (
+            config.method == "duogpt"
+            and config.alpha_select == "heldout"
+            and config.alpha > 0
+            and config.nsamples >= HOLDOUT_EVERY
+        )
+
+    def obc(self, weight: torch.Tensor, stats: LayerStats, alpha: float | None) -> Any:
+        """The OBS solve with the run's options; ``alpha`` None is SparseGPT (no residual)."""
+        config = self.config
+        return prune_obc(
+            weight,
+            stats.H,
+            G=None if alpha is None else stats.G,
+            g=None if alpha is None else stats.g,
+            sparsity=config.weight_sparsity,
+            nm=self.nm,
+            alpha=alpha or 0.0,
+            damping=config.damping,
+            block_size=config.block_size,
+            act_order=config.act_order,
+            residual_variant=config.residual_variant,
+            damping_rule=config.damping_rule,
+            mask_scope=config.mask_scope,
+        )
+
+    def choose_alpha(
+        self, weight: torch.Tensor, fit: LayerStats, held: LayerStats
+    ) -> tuple[float, dict[float, float]]:
+        """DuoGPT's alpha for one layer: each candidate of ``(0, alpha / 2, alpha)`` is solved on
+        the fit sequences and scored by the layer objective on the held-out ones; the lowest
+        wins (a tie keeps the smaller alpha). Returns the choice and every candidate's score."""
+        scores: dict[float, float] = {}
+        for candidate in alpha_candidates(self.config.alpha):
+            trial = self.obc(weight, fit, candidate)
+            scores[candidate] = layer_errors(weight, trial.weight, held)[1]
+        best = min(scores, key=lambda a: (scores[a], a))
+        return best, scores
 
     # ------------------------------------------------------------------ saving
     def save(self, loaded: Any, adapter: ModelAdapter) -> Path:
@@ -788,6 +871,16 @@ class _Driver:
             shutil.rmtree(target)
         os.replace(partial, target)
         return target
+
+
+HOLDOUT_EVERY = 4
+"""With held-out alpha selection, every 4th calibration sequence (indices 3, 7, 11...) is held
+out of the candidate solves to score them."""
+
+
+def alpha_candidates(alpha: float) -> tuple[float, ...]:
+    """The alphas tried per layer by held-out selection: 0, half the configured one, and it."""
+    return (0.0, alpha / 2, alpha)
 
 
 def act_settings(

@@ -66,7 +66,12 @@ class LayerStats:
         return self.H.shape[0]
 
     def add(
-        self, x_sparse: Tensor, x_dense: Tensor | None = None, *, x_active: Tensor | None = None
+        self,
+        x_sparse: Tensor,
+        x_dense: Tensor | None = None,
+        *,
+        x_active: Tensor | None = None,
+        token_clip: float = 0.0,
     ) -> None:
         """Fold one batch of inputs into the running means.
 
@@ -81,6 +86,11 @@ class LayerStats:
             x_active: ``(..., k)`` the inputs whose nonzeros are counted per channel in
                 ``channel_nonzeros`` (default ``x_sparse``). A baseline calibrated on dense inputs
                 passes the activation-sparse version here, since that is what it runs on.
+            token_clip: ``c > 0`` caps each token's weight in ``H``, ``G`` and ``D``: a token
+                whose input norm exceeds ``c`` times the batch's median token norm is scaled
+                down to that norm (in ``X^`` and ``X~`` alike, so its residual target keeps its
+                direction). A handful of "massive activation" tokens (the first token of each
+                window in Qwen2.5) otherwise carry most of a layer's statistics. 0 = off.
 
         Raises:
             ValueError: the shapes do not match the statistics.
@@ -101,6 +111,9 @@ class LayerStats:
         keep, new = m_old / m_new, 1.0 / m_new
         self.count = m_new
 
+        scale = token_weights(xs, token_clip) if token_clip > 0 else None  # (t, 1) or None
+        if scale is not None:
+            xs = xs * scale
         self.H.mul_(keep).addmm_(xs.T, xs, alpha=new)  # H = (m_old H + X^ X^T) / m_new
         if x_dense is None:
             if self.has_dense:
@@ -112,12 +125,36 @@ class LayerStats:
                 f"dense input shape {tuple(x_dense.shape)} differs from "
                 f"sparse input shape {tuple(x_sparse.shape)}"
             )
-        dx = x_dense.reshape(-1, k).to(device=self.H.device, dtype=self.H.dtype) - xs  # (t, k)
+        xd = x_dense.reshape(-1, k).to(device=self.H.device, dtype=self.H.dtype)
+        dx = (xd if scale is None else xd * scale) - xs  # (t, k)
         if not self.has_dense:
             self.G = torch.zeros_like(self.H)
             self.D = torch.zeros_like(self.H)
         self.G.mul_(keep).addmm_(dx.T, xs, alpha=new)  # G = dX X^T / m
         self.D.mul_(keep).addmm_(dx.T, dx, alpha=new)  # D = dX dX^T / m
+
+    def merged(self, other: LayerStats) -> LayerStats:
+        """The statistics of the tokens of both (running means weighted by their counts)."""
+        total = self.count + other.count
+        if not total:
+            return LayerStats(H=self.H.clone(), G=self.G, D=self.D)
+        a, b = self.count / total, other.count / total
+        dense = self.has_dense or other.has_dense
+        H = self.H * a + other.H * b
+        G = self.G * a + other.G * b if dense else self.G
+        D = self.D * a + other.D * b if dense else self.D
+        nonzeros = [s.channel_nonzeros for s in (self, other) if s.channel_nonzeros.numel()]
+        return LayerStats(
+            H=H,
+            G=G.contiguous() if dense else G,
+            D=D.contiguous() if dense else D,
+            count=total,
+            zeros=self.zeros + other.zeros,
+            entries=self.entries + other.entries,
+            channel_nonzeros=sum(nonzeros[1:], nonzeros[0].clone())
+            if nonzeros
+            else torch.zeros(0, dtype=torch.long),
+        )
 
     def _count_active(self, x: Tensor) -> None:
         """Add the per-channel nonzero counts of ``x`` (``(t, k)``) to ``channel_nonzeros``."""
@@ -154,3 +191,16 @@ class LayerStats:
     def act_sparsity(self) -> float:
         """Fraction of zero entries in the ``X^`` seen so far (0.0 before any input)."""
         return self.zeros / self.entries if self.entries else 0.0
+
+
+def token_weights(x: Tensor, clip: float) -> Tensor:
+    """Per-token scale ``min(1, clip * median(||x_t||) / ||x_t||)`` as a ``(t, 1)`` column.
+
+    Tokens up to ``clip`` times the median norm keep weight 1; larger ones are scaled down to
+    that norm. ``x`` is ``(t, k)``, one token per row.
+    """
+    norms = torch.linalg.vector_norm(x, dim=1)  # (t,)
+    cap = clip * float(norms.median())
+    if cap <= 0:
+        return torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
+    return torch.clamp(cap / norms.clamp_min(1e-30), max=1.0).unsqueeze(1)

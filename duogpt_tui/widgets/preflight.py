@@ -24,7 +24,9 @@ class EstimateLines:
         line: ``pre-flight: about 1.2 GB of memory and 3 min on cpu (...)``, or why there is no
             estimate.
         warning: ``warning: this run needs about ... but only ... is available ...`` when the
-            estimate exceeds the memory available; empty otherwise.
+            estimate exceeds the memory available, and ``warning: thin calibration: ...`` when
+            the calibration tokens are fewer than 2x the widest layer's inputs (one line each);
+            empty otherwise.
     """
 
     line: str
@@ -57,16 +59,19 @@ def estimate_lines(config: RunConfig) -> EstimateLines:
         f"pre-flight: about {needed} of memory and {duration(guess.seconds)} on {device} "
         f"({guess.detail})"
     )
+    warnings = []
     available = system.available_memory_mb(device)
-    if available is None or guess.memory_mb <= available:
-        return EstimateLines(line)
-    elsewhere = "--device cpu" if device.type == "cuda" else "a machine with more memory"
-    return EstimateLines(
-        line,
-        f"warning: this run needs about {needed} but only {estimate.megabytes(available)} is "
-        f"available on {device}: use fewer --nsamples, a shorter --seqlen, a smaller "
-        f"--batch-size, or {elsewhere}",
-    )
+    if available is not None and guess.memory_mb > available:
+        elsewhere = "--device cpu" if device.type == "cuda" else "a machine with more memory"
+        warnings.append(
+            f"warning: this run needs about {needed} but only {estimate.megabytes(available)} "
+            f"is available on {device}: use fewer --nsamples, a shorter --seqlen, a smaller "
+            f"--batch-size, or {elsewhere}"
+        )
+    thin = estimate.thin_calibration_for(config)
+    if thin:
+        warnings.append(f"warning: {thin}")
+    return EstimateLines(line, "\n".join(warnings))
 
 
 class PreflightLine(Static):

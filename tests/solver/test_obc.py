@@ -149,14 +149,16 @@ def test_t3_alpha_zero_is_sparsegpt_on_sparse_statistics(nm) -> None:
 # -- against independent, unblocked reference implementations ----------------------------------
 
 
-def _reference(weight, H, G, g, alpha, sparsity, block_size, damping=0.01):
-    """Algorithm 1 without the lazy update: every column updates all later columns at once."""
+def _reference(weight, H, G, g, alpha, sparsity, block_size, damping=0.01, per_row=False):
+    """Algorithm 1 without the lazy update: every column updates all later columns at once.
+
+    Dead input channels (``H_jj = 0``) are pruned first, inside the target count.
+    """
     W = weight.clone()
     k = W.shape[1]
     H = H.clone()
     dead = torch.diagonal(H) == 0
     H[dead, dead] = 1
-    W[:, dead] = 0
     H = H + damping * torch.diagonal(H).mean() * torch.eye(k, dtype=H.dtype)
     U = torch.linalg.cholesky(torch.linalg.inv(H), upper=True)
     if G is None:
@@ -171,10 +173,16 @@ def _reference(weight, H, G, g, alpha, sparsity, block_size, damping=0.01):
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
         S = W[:, i1:i2] ** 2 / torch.diagonal(U)[i1:i2] ** 2 + W[:, i1:i2] ** 2 * extra[i1:i2]
-        c = prune_count(S.numel(), sparsity)
-        flat = torch.zeros(S.numel(), dtype=torch.bool)
-        flat[torch.argsort(S.flatten())[:c]] = True
-        mask[:, i1:i2] = flat.view(S.shape)
+        S[:, dead[i1:i2]] = -torch.inf
+        if per_row:
+            c = prune_count(i2 - i1, sparsity)
+            for row in range(S.shape[0]):
+                mask[row, i1 + torch.argsort(S[row])[:c]] = True
+        else:
+            c = prune_count(S.numel(), sparsity)
+            flat = torch.zeros(S.numel(), dtype=torch.bool)
+            flat[torch.argsort(S.flatten())[:c]] = True
+            mask[:, i1:i2] = flat.view(S.shape)
         for p in range(i1, i2):
             w = W[:, p].clone()
             q = torch.where(mask[:, p], torch.zeros_like(w), w)
@@ -193,6 +201,29 @@ def test_blocked_solve_matches_unblocked_reference(alpha: float, block_size: int
     got = prune_obc(weight, stats.H, G=G, g=g, alpha=alpha, sparsity=0.5, block_size=block_size)
     assert torch.equal(got.mask, ref_mask)
     torch.testing.assert_close(got.weight, ref_w, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_blocked_solve_matches_reference_with_dead_channels(per_row: bool) -> None:
+    weight, x_sparse, x_dense = _problem(15, n=10, k=24, m=150)
+    x_sparse = x_sparse.clone()
+    x_sparse[[2, 9, 17]] = 0  # three inputs never active
+    stats = _stats(x_sparse, x_dense)
+    ref_w, ref_mask = _reference(weight, stats.H, stats.G, stats.g, 0.25, 0.5, 8, per_row=per_row)
+    got = prune_obc(
+        weight,
+        stats.H,
+        G=stats.G,
+        g=stats.g,
+        alpha=0.25,
+        sparsity=0.5,
+        block_size=8,
+        mask_scope="row" if per_row else "block",
+    )
+    assert torch.equal(got.mask, ref_mask)
+    torch.testing.assert_close(got.weight, ref_w, rtol=1e-9, atol=1e-9)
+    if per_row:
+        assert torch.all(got.mask.sum(dim=1) == 12)  # every row loses the same count
 
 
 def test_residual_variants_differ_only_across_blocks() -> None:
@@ -388,9 +419,29 @@ def test_dead_channel_gives_no_nan() -> None:
         assert torch.isfinite(result.weight).all()
         assert torch.all(result.weight[:, 5] == 0)
         assert torch.all(result.mask[:, 5])
+    # At sparsity 0 nothing is pruned: a dead channel's weights are kept (never counted on top
+    # of the target), and only the residual compensation moves the other columns.
     kept = prune_obc(weight, stats.H, G=stats.G, g=stats.g, alpha=1.0, sparsity=0.0)
-    assert torch.all(kept.mask[:, 5]) and int(kept.mask.sum()) == 8  # only the dead channel
-    assert torch.all(kept.weight[:, 5] == 0)
+    assert int(kept.mask.sum()) == 0
+    assert torch.equal(kept.weight[:, 5], weight[:, 5])
+
+
+def test_dead_channels_are_pruned_inside_the_target() -> None:
+    """Dead inputs are pruned first, and the achieved sparsity is the target (issue 9)."""
+    weight, x_sparse, x_dense = _problem(21, n=8, k=32, m=120)
+    x_sparse = x_sparse.clone()
+    dead = torch.arange(0, 32, 4)  # one dead input in every group of 4
+    x_sparse[dead] = 0
+    stats = _stats(x_sparse, x_dense)
+    for nm in (None, (2, 4)):
+        result = prune_obc(
+            weight, stats.H, G=stats.G, g=stats.g, alpha=0.5, sparsity=0.5, nm=nm, block_size=8
+        )
+        assert int(result.mask.sum()) == weight.numel() // 2, nm  # the target, not more
+        assert torch.all(result.mask[:, dead]), nm  # the dead ones are always among the pruned
+        assert torch.all(result.weight[result.mask] == 0)
+        if nm is not None:
+            assert torch.all(result.mask.reshape(8, 8, 4).sum(dim=2) == 2)
 
 
 def test_rank_deficient_hessian_is_handled_by_damping() -> None:

@@ -70,3 +70,36 @@ def test_dtype_device_and_shapes() -> None:
         stats.add(torch.ones(2, 5))
     with pytest.raises(ValueError):
         stats.add(torch.ones(2, 4), torch.ones(3, 4))
+
+
+def test_merged_statistics_equal_one_pass_over_all_tokens() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x_dense = torch.randn(40, 6, generator=gen, dtype=torch.float64)
+    x_sparse = x_dense * (torch.rand(40, 6, generator=gen, dtype=torch.float64) > 0.4)
+    whole = LayerStats.empty(6, dtype=torch.float64)
+    whole.add(x_sparse, x_dense)
+    first = LayerStats.empty(6, dtype=torch.float64)
+    second = LayerStats.empty(6, dtype=torch.float64)
+    first.add(x_sparse[:15], x_dense[:15])
+    second.add(x_sparse[15:], x_dense[15:])
+    merged = first.merged(second)
+    for name in ("H", "G", "D"):
+        torch.testing.assert_close(getattr(merged, name), getattr(whole, name))
+    assert merged.count == 40 and merged.zeros == whole.zeros
+    assert torch.equal(merged.channel_nonzeros, whole.channel_nonzeros)
+
+
+def test_token_clip_caps_the_weight_of_massive_tokens() -> None:
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(64, 8, generator=gen, dtype=torch.float64)
+    x[0] *= 100  # one "massive activation" token
+    plain = LayerStats.empty(8, dtype=torch.float64)
+    clipped = LayerStats.empty(8, dtype=torch.float64)
+    plain.add(x)
+    clipped.add(x, token_clip=4.0)
+    share = lambda s: float((x[0] @ x[0]) / 64 / torch.trace(s.H))  # noqa: E731
+    assert share(plain) > 0.9  # the one token carries most of H
+    median = float(torch.linalg.vector_norm(x, dim=1).median())
+    expected = x.clone()
+    expected[0] *= 4 * median / float(torch.linalg.vector_norm(x[0]))
+    torch.testing.assert_close(clipped.H, expected.T @ expected / 64)
