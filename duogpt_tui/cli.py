@@ -191,9 +191,31 @@ def prune(
         str,
         typer.Option(metavar="FLOAT", help="DuoGPT residual scale; 0 = sparse-input SparseGPT."),
     ] = str(DEFAULTS.alpha),
+    alpha_select: Annotated[
+        str,
+        typer.Option(
+            help="DuoGPT alpha per layer: fixed (--alpha everywhere) or heldout (the best of 0, "
+            "alpha/2 and alpha on held-out calibration sequences)."
+        ),
+    ] = DEFAULTS.alpha_select,
     damping: Annotated[str, typer.Option(metavar="FLOAT", help="Relative Hessian damping.")] = str(
         DEFAULTS.damping
     ),
+    damping_rule: Annotated[
+        str,
+        typer.Option(help="What --damping is relative to: mean, median or channel of diag(H)."),
+    ] = DEFAULTS.damping_rule,
+    mask_scope: Annotated[
+        str,
+        typer.Option(help="OBS masks compare scores in each column block or each row: block, row."),
+    ] = DEFAULTS.mask_scope,
+    token_clip: Annotated[
+        str,
+        typer.Option(
+            metavar="FLOAT",
+            help="Cap each calibration token's norm at this many times the median; 0 = off.",
+        ),
+    ] = str(DEFAULTS.token_clip),
     block_size: Annotated[
         str, typer.Option(metavar="INT", help="Columns per lazy-update block.")
     ] = str(DEFAULTS.block_size),
@@ -290,7 +312,11 @@ def prune(
             seed=_parse_int("--seed", seed),
             device=device,
             alpha=_parse_float("--alpha", alpha),
+            alpha_select=alpha_select,
             damping=_parse_float("--damping", damping),
+            damping_rule=damping_rule,
+            mask_scope=mask_scope,
+            token_clip=_parse_float("--token-clip", token_clip),
             block_size=_parse_int("--block-size", block_size),
             act_order=act_order,
             residual_variant=residual_variant,

@@ -66,6 +66,7 @@ def render_markdown(events: Sequence[ev.Event], config: dict[str, Any] | None = 
         _configuration(run_config),
         _per_block(events),
         _per_layer(events),
+        _alpha_choice(events),
         _error_plot(events),
         _density_plot(events),
         _decode_speedup(events),
@@ -331,6 +332,36 @@ def _per_layer(events: Sequence[ev.Event]) -> str:
         "after the solve."
     )
     lines += ["", *_table(header, rows, align="rlrrrrrrrr")]
+    return "\n".join(lines)
+
+
+def _alpha_choice(events: Sequence[ev.Event]) -> str:
+    """DuoGPT's alpha per layer, and why, when it was chosen on held-out calibration data."""
+    layers = [e for e in events if isinstance(e, ev.LayerSolved) and e.heldout]
+    if not layers:
+        return ""
+    chosen: dict[str, int] = {}
+    for layer in layers:
+        chosen[_number(layer.alpha)] = chosen.get(_number(layer.alpha), 0) + 1
+    counts = ", ".join(f"alpha {a} in {n} layers" for a, n in sorted(chosen.items()))
+    candidates = sorted(layers[0].heldout, key=float)
+    header = ("block", "layer", *(f"held-out error, alpha {a}" for a in candidates), "alpha used")
+    rows = [
+        (
+            str(layer.block),
+            f"`{layer.name}`",
+            *(_error(layer.heldout[a]) if a in layer.heldout else NA for a in candidates),
+            _number(layer.alpha),
+        )
+        for layer in layers
+    ]
+    lines = ["## Residual scale per layer", ""]
+    lines.append(
+        "Each layer was solved on the fit calibration sequences with every candidate alpha and "
+        "scored by the layer objective on the held-out ones (every 4th sequence); the lowest "
+        f"won, and the final solve used every sequence. Chosen: {counts}."
+    )
+    lines += ["", *_table(header, rows, align="rl" + "r" * (len(candidates) + 1))]
     return "\n".join(lines)
 
 

@@ -123,3 +123,21 @@ def test_jsonl_round_trip(event: ev.Event) -> None:
     line = ev.to_json(event)
     assert "\n" not in line
     assert ev.from_json(line) == event
+
+
+def test_report_shows_the_alpha_chosen_per_layer_and_why() -> None:
+    events = scripted.finished_run()
+    chosen = []
+    for event in events:
+        if isinstance(event, ev.LayerSolved):
+            scores = {"0": 0.2, "0.0625": 0.19, "0.125": 0.25 if event.block else 0.18}
+            alpha = 0.0625 if event.block else 0.125
+            event = dataclasses.replace(event, heldout=scores, alpha=alpha)
+        chosen.append(event)
+    text = render_markdown(chosen)
+    assert "## Residual scale per layer" in text
+    layers = sum(isinstance(e, ev.LayerSolved) for e in chosen)
+    block0 = sum(isinstance(e, ev.LayerSolved) and e.block == 0 for e in chosen)
+    assert f"alpha 0.0625 in {layers - block0} layers, alpha 0.125 in {block0} layers" in text
+    assert "| held-out error, alpha 0 | held-out error, alpha 0.0625 |" in text
+    assert "## Residual scale per layer" not in render_markdown(scripted.finished_run())

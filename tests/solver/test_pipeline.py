@@ -239,3 +239,47 @@ def test_eval_dense_off_measures_only_the_pruned_model() -> None:
     events = collect(TINY.replace(eval_dense=False))
     assert isinstance(events[-1], Finished)
     assert [e.label for e in of(events, PerplexityMeasured)] == ["pruned"]
+
+
+# -- issue 9: held-out alpha, thin calibration, dead channels ------------------------------------
+
+
+def test_heldout_alpha_selection_records_the_choice_per_layer() -> None:
+    config = TINY.replace(nsamples=8, alpha_select="heldout", save_model=False, checkpoints=False)
+    events = collect(config)
+    assert isinstance(events[-1], Finished), events[-1]
+    solved = of(events, LayerSolved)
+    assert len(solved) == 14
+    for layer in solved:
+        assert set(layer.heldout) == {"0", "0.0625", "0.125"}
+        best = min(layer.heldout, key=lambda a: (layer.heldout[a], float(a)))
+        assert layer.alpha == float(best)
+    # a fixed alpha records that alpha and no held-out scores
+    fixed = of(collect(config.replace(alpha_select="fixed")), LayerSolved)
+    assert {layer.alpha for layer in fixed} == {0.125} and not any(e.heldout for e in fixed)
+    # and SparseGPT uses none
+    sparse = of(collect(config.replace(method="sparsegpt")), LayerSolved)
+    assert {layer.alpha for layer in sparse} == {0.0}
+
+
+def test_thin_calibration_is_warned_about_and_recorded() -> None:
+    from solver.events import Note
+
+    events = collect(TINY.replace(save_model=False, checkpoints=False))
+    warnings = [e.text for e in of(events, Note) if e.level == "warning"]
+    # tiny-random's widest layer is down_proj with 128 inputs; 4 x 32 = 128 tokens < 256
+    assert any(
+        "thin calibration: 128 tokens" in text and "128 inputs of mlp.down_proj" in text
+        and "--nsamples 8 or more at --seqlen 32" in text
+        for text in warnings
+    ), warnings
+    enough = collect(TINY.replace(nsamples=8, save_model=False, checkpoints=False))
+    assert not any("thin calibration" in e.text for e in of(enough, Note))
+
+
+def test_dead_channels_do_not_push_weight_sparsity_past_the_target() -> None:
+    # at X99.9% almost every input channel is never active during calibration
+    events = collect(TINY.replace(act_sparsity=0.999, save_model=False, checkpoints=False))
+    assert isinstance(events[-1], Finished), events[-1]
+    assert events[-1].weight_sparsity == pytest.approx(0.5, abs=1e-3)
+    assert all(e.weight_sparsity == pytest.approx(0.5, abs=1e-3) for e in of(events, LayerSolved))
