@@ -214,7 +214,11 @@ def main() -> None:
                     else:
                         ho.add(xs, x_dense, token_clip=clip)
                 dom = token_dominance(torch.cat(dxs), args.seqlen)
-                hfacts = {} if args.no_hessian else hessian_facts(fit.H, args.damping)
+                hfacts = (
+                    {"k": k, "dead": int((torch.diagonal(fit.H) == 0).sum())}
+                    if args.no_hessian
+                    else hessian_facts(fit.H, args.damping)
+                )
                 for name in group:
                     module = linears[name]
                     W = module.weight.data.float()

@@ -47,9 +47,10 @@ class RunConfig:
     alpha: float = 0.125  # DuoGPT residual scale; 0 = SparseGPT on sparse-input statistics
     alpha_select: str = "fixed"  # "heldout": per layer, the best of 0, alpha/2, alpha on held-out
     damping: float = 0.01  # relative Hessian damping (times the mean or median diagonal)
+    residual_damping: float = 0.0  # damping of DuoGPT's residual terms when > damping; 0 = same
     damping_rule: str = "mean"  # damping relative to diag(H)'s "mean", "median" or each "channel"
-    mask_scope: str = "block"  # OBS masks compare scores in each n x B "block" or each "row"
-    token_clip: float = 0.0  # cap each calibration token's norm at c x the median; 0 = off
+    mask_scope: str = "row"  # OBS masks compare scores in each "row" or each n x B "block"
+    token_clip: float = 4.0  # cap each calibration token's norm at c x the median; 0 = off
     block_size: int = 128  # columns per lazy-update block
     act_order: bool = False  # process columns by descending Hessian diagonal
     residual_variant: str = "original"  # lazy residual uses pre-pruning ("original") or pruned
@@ -137,6 +138,10 @@ class RunConfig:
             raise InputError(f"unknown alpha selection {self.alpha_select!r}: use fixed or heldout")
         if self.mask_scope not in MASK_SCOPES:
             raise InputError(f"unknown mask scope {self.mask_scope!r}: use block or row")
+        if not _finite(self.residual_damping) or not 0 <= self.residual_damping < 1000:
+            raise InputError(
+                f"--residual-damping must be a number in [0, 1000), got {self.residual_damping!r}"
+            )
         if not _finite(self.token_clip) or self.token_clip < 0:
             raise InputError(f"--token-clip must be a number >= 0, got {self.token_clip!r}")
         if not _finite(self.damping) or not 0 < self.damping < 10:

@@ -279,6 +279,7 @@ def prune_obc(
     max_retries: int = 4,
     damping_rule: str = "mean",
     mask_scope: str = "block",
+    residual_damping: float = 0.0,
 ) -> SolveResult:
     """Prune one layer with DuoGPT (ALGORITHM.md §5, Algorithm 1); SparseGPT when ``alpha = 0``.
 
@@ -299,6 +300,10 @@ def prune_obc(
             ``w`` (§5); ``pruned``: it carries the pruned values ``q`` (related code's variant).
         max_retries: tenfold damping increases allowed when Cholesky fails.
         damping_rule: what ``damping`` is relative to (:func:`damp`).
+        residual_damping: when larger than ``damping``, the residual terms (``D`` and the
+            score's residual part) come from ``H`` damped by this much instead: a ridge on the
+            regression of ``W dX`` onto ``X^``, which has more unknowns than tokens when the
+            calibration is thin. 0 = the same damping as the OBS part.
         mask_scope: unstructured masks compare scores over the whole ``n x B`` block
             (``block``, SparseGPT) or within each row of it (``row``: every row loses the same
             count, as Wanda compares within each output).
@@ -369,8 +374,16 @@ def prune_obc(
             gw = g.detach().to(device=device, dtype=dtype)
             if perm is not None:
                 Gw, gw = Gw[perm][:, perm], gw[perm]
-            terms = residual_terms(Gw, gw, U)
-            del Gw
+            U_res = U
+            if residual_damping > used_damping:
+                H_res = H.detach().to(device=device, dtype=dtype, copy=True)
+                H_res.diagonal()[dead] = 1
+                if perm is not None:
+                    H_res = H_res[perm][:, perm]
+                U_res, _, _ = _factorise(H_res, residual_damping, max_retries, damping_rule)
+                del H_res
+            terms = residual_terms(Gw, gw, U_res)
+            del Gw, U_res
             Dm, extra = alpha * terms.D, terms.extra(alpha)
         # 7. the sweep
         col_orig = perm if perm is not None else torch.arange(k, device=device)

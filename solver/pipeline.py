@@ -836,6 +836,7 @@ class _Driver:
             residual_variant=config.residual_variant,
             damping_rule=config.damping_rule,
             mask_scope=config.mask_scope,
+            residual_damping=config.residual_damping,
         )
 
     def choose_alpha(
