@@ -148,7 +148,9 @@ def test_input_failure_during_the_run_exits_2(cli: Cli) -> None:
     assert result.exit_code == 2
     data = one_json(result.stdout)
     assert (data["status"], data["category"]) == ("failed", "input")
-    after = result.stderr.split("\n", 2)  # the pre-flight estimate, the run directory, then:
+    # the pre-flight estimate (and its warnings), the run directory, then the error
+    lines = [line for line in result.stderr.split("\n") if not line.startswith("warning: ")]
+    after = "\n".join(lines).split("\n", 2)
     assert after[0].startswith("pre-flight: ") and after[1].startswith("run directory: ")
     assert one_error_line(after[2]).startswith("error: model path /nope")
 

@@ -269,7 +269,8 @@ def test_thin_calibration_is_warned_about_and_recorded() -> None:
     warnings = [e.text for e in of(events, Note) if e.level == "warning"]
     # tiny-random's widest layer is down_proj with 128 inputs; 4 x 32 = 128 tokens < 256
     assert any(
-        "thin calibration: 128 tokens" in text and "128 inputs of mlp.down_proj" in text
+        "thin calibration: 128 tokens" in text
+        and "128 inputs of mlp.down_proj" in text
         and "--nsamples 8 or more at --seqlen 32" in text
         for text in warnings
     ), warnings
