@@ -5,10 +5,10 @@ magnitude (+ activation sparsity). Every baseline is pruned on dense activations
 with the same activation sparsity, as in the paper.
 
 The settings are the issue's reference run (calibration 16 x 256 tokens of SOTU, evaluation
-16 x 256 of Moby-Dick, seed 0) with the defaults of issue 9 (row masks, token clip 4), on one
-torch thread so that the float summation order, and with it every figure, is the measured one
-(README, "The second real model", 1 thread): DuoGPT 214.97 < alpha 0 (SparseGPT calibrated on
-the sparse inputs) 221.20 < Wanda 224.13 < SparseGPT < magnitude 1460.85. Wanda beats SparseGPT
+16 x 256 of Moby-Dick, seed 0) with the defaults of issue 9 (row masks, token clip 4), on
+torch's default threads. Measured with 1 thread (README, "The second real model"): DuoGPT
+214.97 < alpha 0 (SparseGPT calibrated on the sparse inputs) 221.20 < Wanda 224.13 < SparseGPT
+228.68 < magnitude 1460.85; the thread count moves each figure by about 2%. Wanda beats SparseGPT
 on SmolLM2-135M with calibration sets this small (SparseGPT's updates overfit 4096 tokens), so
 the SparseGPT-vs-Wanda part of the paper's ordering is not asserted; DuoGPT beating every
 baseline, DuoGPT < alpha 0 < SparseGPT (issue 9: the residual and the sparse calibration each
@@ -17,10 +17,7 @@ help) and every method beating magnitude are. Five runs of the real model: marke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from solver.config import RunConfig
 from solver.events import Finished, PerplexityMeasured
@@ -59,20 +56,9 @@ def pruned_perplexity(method: str) -> tuple[float, float]:
     return ppl["pruned"], ppl.get("dense", float("nan"))
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One torch thread for the test (the measured figures are 1-thread ones), then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_t5_perplexity_ordering_on_the_default_model(one_thread: None) -> None:
+def test_t5_perplexity_ordering_on_the_default_model() -> None:
     methods = ("duogpt", "alpha0", "sparsegpt", "wanda", "magnitude")
     results = {m: pruned_perplexity(m) for m in methods}
     ppl = {method: pruned for method, (pruned, _) in results.items()}
