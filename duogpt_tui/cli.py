@@ -209,6 +209,13 @@ def prune(
         str,
         typer.Option(help="OBS masks compare scores in each column block or each row: block, row."),
     ] = DEFAULTS.mask_scope,
+    residual_damping: Annotated[
+        str,
+        typer.Option(
+            metavar="FLOAT",
+            help="Relative damping of DuoGPT's residual terms (a ridge); 0 = --damping.",
+        ),
+    ] = str(DEFAULTS.residual_damping),
     token_clip: Annotated[
         str,
         typer.Option(
@@ -316,6 +323,7 @@ def prune(
             damping=_parse_float("--damping", damping),
             damping_rule=damping_rule,
             mask_scope=mask_scope,
+            residual_damping=_parse_float("--residual-damping", residual_damping),
             token_clip=_parse_float("--token-clip", token_clip),
             block_size=_parse_int("--block-size", block_size),
             act_order=act_order,

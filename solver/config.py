@@ -47,7 +47,7 @@ class RunConfig:
     alpha: float = 0.125  # DuoGPT residual scale; 0 = SparseGPT on sparse-input statistics
     alpha_select: str = "fixed"  # "heldout": per layer, the best of 0, alpha/2, alpha on held-out
     damping: float = 0.01  # relative Hessian damping (times the mean or median diagonal)
-    residual_damping: float = 0.0  # damping of DuoGPT's residual terms when > damping; 0 = same
+    residual_damping: float = 1.0  # damping of DuoGPT's residual terms (a ridge); 0 = as damping
     damping_rule: str = "mean"  # damping relative to diag(H)'s "mean", "median" or each "channel"
     mask_scope: str = "row"  # OBS masks compare scores in each "row" or each n x B "block"
     token_clip: float = 4.0  # cap each calibration token's norm at c x the median; 0 = off
