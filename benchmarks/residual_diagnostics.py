@@ -49,7 +49,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "alpha0.125": {"kind": "obc", "calib": "sparse", "alpha": 0.125},
 }
 """name -> how to solve: ``wanda``; ``obc`` on dense (SparseGPT) or sparse statistics with an
-alpha, and optional ``damping`` / ``damping_rule`` / ``residual_damping`` overrides."""
+alpha, and optional ``damping`` / ``damping_rule`` / ``mask_scope`` / ``residual_damping``
+overrides (unset ones are :func:`solver.obc.prune_obc`'s defaults: the reference algorithm with
+block masks, not the product's defaults)."""
 
 
 def parse_variants(text: str) -> dict[str, dict[str, Any]]:
@@ -114,7 +116,7 @@ def solve(
     H = fit_raw_h if dense else fit.H
     alpha = float(variant.get("alpha", 0.0))
     kwargs: dict[str, Any] = {}
-    for key in ("damping_rule", "mask_scope"):
+    for key in ("damping_rule", "mask_scope", "residual_damping"):
         if key in variant:
             kwargs[key] = variant[key]
     result = prune_obc(
