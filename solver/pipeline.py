@@ -53,7 +53,7 @@ from solver.events import (
     RunStarted,
 )
 from solver.masks import apply_mask, magnitude_mask, row_density_histogram, wanda_mask
-from solver.obc import layer_errors, prune_obc
+from solver.obc import SolveResult, layer_errors, prune_obc
 from solver.speedup import layer_decode_costs
 from solver.stats import LayerStats
 
@@ -707,21 +707,14 @@ class _Driver:
             if out is None or not bool(out.any()):
                 fit.add(x_sparse, x_dense, x_active=x_active, token_clip=clip)
                 continue
-            keep = ~out
-            pick = lambda x, m: None if x is None else x[m.to(x.device)]  # noqa: E731
-            if bool(keep.any()):
-                fit.add(
-                    x_sparse[keep.to(x_sparse.device)],
-                    pick(x_dense, keep),
-                    x_active=pick(x_active, keep),
-                    token_clip=clip,
-                )
-            held.add(
-                x_sparse[out.to(x_sparse.device)],
-                pick(x_dense, out),
-                x_active=pick(x_active, out),
-                token_clip=clip,
-            )
+            for target, rows_in in ((fit, ~out), (held, out)):
+                if target is not None and bool(rows_in.any()):
+                    target.add(
+                        _rows(x_sparse, rows_in),
+                        _rows(x_dense, rows_in),
+                        x_active=_rows(x_active, rows_in),
+                        token_clip=clip,
+                    )
         stats = fit if held is None or not held.count else fit.merged(held)
         selection = (fit, held) if held is not None and held.count and fit.count else None
         if not all(math.isfinite(float(v)) for v in (stats.H.sum(), stats.G.sum(), stats.D.sum())):
@@ -819,7 +812,7 @@ class _Driver:
             and config.nsamples >= HOLDOUT_EVERY
         )
 
-    def obc(self, weight: torch.Tensor, stats: LayerStats, alpha: float | None) -> Any:
+    def obc(self, weight: torch.Tensor, stats: LayerStats, alpha: float | None) -> SolveResult:
         """The OBS solve with the run's options; ``alpha`` None is SparseGPT (no residual)."""
         config = self.config
         return prune_obc(
@@ -872,6 +865,11 @@ class _Driver:
             shutil.rmtree(target)
         os.replace(partial, target)
         return target
+
+
+def _rows(x: torch.Tensor | None, chosen: torch.Tensor) -> torch.Tensor | None:
+    """The sequences (first dimension) of a batch that ``chosen`` marks; None stays None."""
+    return None if x is None else x[chosen.to(x.device)]
 
 
 HOLDOUT_EVERY = 4
