@@ -365,6 +365,9 @@ def prune_obc(
             W, Hw = W[:, perm], Hw[perm][:, perm]
         # 3.-4. damping + U, with retries
         U, used_damping, retries = _factorise(Hw, damping, max_retries, damping_rule)
+        U_res = U  # the residual terms' factor: more damping when residual_damping says so
+        if use_residual and residual_damping > used_damping:
+            U_res = _factorise(Hw, residual_damping, max_retries, damping_rule)[0]
         del Hw
         # 5.-6. residual terms
         Dm = extra = None
@@ -374,17 +377,10 @@ def prune_obc(
             gw = g.detach().to(device=device, dtype=dtype)
             if perm is not None:
                 Gw, gw = Gw[perm][:, perm], gw[perm]
-            U_res = U
-            if residual_damping > used_damping:
-                H_res = H.detach().to(device=device, dtype=dtype, copy=True)
-                H_res.diagonal()[dead] = 1
-                if perm is not None:
-                    H_res = H_res[perm][:, perm]
-                U_res, _, _ = _factorise(H_res, residual_damping, max_retries, damping_rule)
-                del H_res
             terms = residual_terms(Gw, gw, U_res)
-            del Gw, U_res
+            del Gw
             Dm, extra = alpha * terms.D, terms.extra(alpha)
+        del U_res
         # 7. the sweep
         col_orig = perm if perm is not None else torch.arange(k, device=device)
         forced = dead if perm is None else dead[perm]

@@ -507,3 +507,19 @@ def test_layer_objective_matches_explicit_matrices() -> None:
     direct_plain = ((new - weight) @ x_sparse).pow(2).sum() / (weight @ x_sparse).pow(2).sum()
     assert layer_objective(weight, new, plain) == pytest.approx(float(direct_plain), rel=1e-10)
     assert layer_objective(weight, new, LayerStats.empty(12)) == 0.0
+
+
+def test_residual_damping_is_a_ridge_on_the_residual_update() -> None:
+    """A separate, larger damping of the residual terms shrinks the residual's weight update
+    (``D``, ``b``, ``c`` vanish; the mismatch energy ``a`` stays in the score): the results
+    converge as it grows. At or below the OBS damping it changes nothing."""
+    weight, x_sparse, x_dense = _problem(31, n=10, k=24, m=60)
+    stats = _stats(x_sparse, x_dense)
+    common = dict(G=stats.G, g=stats.g, alpha=0.5, sparsity=0.5, block_size=8)
+    plain = prune_obc(weight, stats.H, **common)
+    same = prune_obc(weight, stats.H, residual_damping=0.005, **common)
+    torch.testing.assert_close(same.weight, plain.weight, rtol=0, atol=0)
+    solved = {r: prune_obc(weight, stats.H, residual_damping=r, **common) for r in (0.1, 1e6, 1e9)}
+    assert not torch.allclose(solved[0.1].weight, plain.weight)
+    limit = solved[1e9].weight
+    assert float((solved[1e6].weight - limit).norm()) < 1e-3 * float((plain.weight - limit).norm())
