@@ -65,9 +65,12 @@ def configurations(
         table = f"Qwen2.5-Coder-0.5B, calibration {nsamples} x 128"
         dense = {**QWEN, "nsamples": nsamples, "seed": seeds[0], "method": "dense"}
         out.append((table, "dense", seeds[0], dense))  # also measures dense + X50%
+        # magnitude pruning reads no calibration data: one run stands for every seed
+        magnitude = {**dense, **METHODS[0][1], "eval_dense": False}
+        out.append((table, METHODS[0][0], seeds[0], magnitude))
         for seed in seeds:
             base = {**QWEN, "nsamples": nsamples, "seed": seed}
-            for label, fields in METHODS:
+            for label, fields in METHODS[1:]:
                 out.append((table, label, seed, {**base, **fields, "eval_dense": False}))
     if smollm2:
         table = "SmolLM2-135M, default protocol (16 x 256)"
