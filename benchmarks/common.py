@@ -1,7 +1,7 @@
 """Shared code of the benchmark scripts (issue 4): run configurations, collect, write Markdown.
 
 Each benchmark script builds a list of ``(label, RunConfig)``, runs them one at a time through
-:func:`solver.pipeline.run` — each in a fresh Python process by default, so that the peak RSS of
+:func:`solver.run.pipeline.run` — each in a fresh Python process by default, so that the peak RSS of
 one run is not inflated by the ones before it — and writes a table as Markdown together with the
 exact command, the protocol, the machine (cpu count, torch threads, load) and the date.
 
@@ -61,7 +61,7 @@ NO_FILES = {"save_model": False, "checkpoints": False}
 
 def quick_model() -> str:
     """A local copy of SmolLM2-135M cut to its first :data:`QUICK_BLOCKS` blocks (made once)."""
-    from solver.models import load_model, model_cache_dir
+    from solver.io.models import load_model, model_cache_dir
 
     target = model_cache_dir() / f"bench-smollm2-135m-{QUICK_BLOCKS}blocks"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
@@ -132,7 +132,7 @@ def _threads_text() -> str:
 def run_in_process(config: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration here and return its summary (see :func:`summarize`)."""
     from solver.config import RunConfig
-    from solver.pipeline import run
+    from solver.run.pipeline import run
 
     cfg = RunConfig.from_dict({**config, **NO_FILES})
     tick = time.monotonic()
@@ -162,7 +162,7 @@ def run_isolated(config: dict[str, Any], timeout: float = 3600) -> dict[str, Any
 def summarize(events: Sequence[Any], wall: float) -> dict[str, Any]:
     """The figures a benchmark table needs, from one run's events."""
     from solver import events as ev
-    from solver import speedup
+    from solver.math import speedup
 
     out: dict[str, Any] = {"status": "incomplete", "wall_s": round(wall, 2)}
     for event in events:

@@ -29,7 +29,7 @@ from benchmarks import common, second_model
 @contextmanager
 def layer_overrides(specs: list[str]) -> Iterator[None]:
     """Patch the driver so that the named layers are solved with other config fields."""
-    from solver import pipeline
+    from solver.run import pipeline
 
     targets = [spec.split("|", 2) for spec in specs]
     original = pipeline._Driver.solve_layer
@@ -56,7 +56,7 @@ def proxies(config: dict[str, Any], upto: int) -> list[float]:
     """The proxy perplexities after blocks 0..upto of one configuration."""
     from solver import events as ev
     from solver.config import RunConfig
-    from solver.pipeline import run
+    from solver.run.pipeline import run
 
     found: list[float] = []
     for event in run(RunConfig.from_dict(config)):

@@ -133,7 +133,7 @@ def render(
         "wall s: the whole run in its process (load, pruning, final evaluation); solve s: sum "
         "of the layer solves. dual-sparse bytes bound: dense "
         "decode bytes / dual-sparse (spMspV) decode bytes over all pruned linear layers "
-        "(solver/speedup.py: fp16 values, column-major bitmap)."
+        "(solver/math/speedup.py: fp16 values, column-major bitmap)."
     )
     if in_process:
         note += " Runs shared one process: peak RSS is the process's running maximum."

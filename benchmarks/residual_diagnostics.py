@@ -35,12 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from solver.activations import topk_sparsify  # noqa: E402
-from solver.adapters import find_adapter  # noqa: E402
-from solver.capture import capture_block_inputs, capture_inputs, run_block, run_until  # noqa: E402
-from solver.masks import apply_mask, wanda_mask  # noqa: E402
-from solver.obc import layer_errors, prune_obc  # noqa: E402
-from solver.stats import LayerStats  # noqa: E402
+from solver.math.activations import topk_sparsify  # noqa: E402
+from solver.math.masks import apply_mask, wanda_mask  # noqa: E402
+from solver.math.obc import layer_errors, prune_obc  # noqa: E402
+from solver.math.stats import LayerStats  # noqa: E402
+from solver.run.adapters import find_adapter  # noqa: E402
+from solver.run.capture import capture_block_inputs, capture_inputs, run_block, run_until  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "wanda": {"kind": "wanda"},
@@ -50,7 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 """name -> how to solve: ``wanda``; ``obc`` on dense (SparseGPT) or sparse statistics with an
 alpha, and optional ``damping`` / ``damping_rule`` / ``mask_scope`` / ``residual_damping``
-overrides (unset ones are :func:`solver.obc.prune_obc`'s defaults: the reference algorithm with
+overrides (unset ones are :func:`solver.math.obc.prune_obc`'s defaults: the reference algorithm with
 block masks, not the product's defaults)."""
 
 
@@ -157,8 +157,8 @@ def main() -> None:
     if args.advance not in variants:
         variants[args.advance] = parse_variants(args.advance)[args.advance]
 
-    from solver.data import calibration_batch, load_text
-    from solver.models import load_model
+    from solver.io.data import calibration_batch, load_text
+    from solver.io.models import load_model
 
     torch.manual_seed(args.seed)
     loaded = load_model(args.model, dtype=torch.float32)

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from benchmarks import common
-from solver.activations import topk_sparsify
-from solver.obc import prune_obc
-from solver.stats import LayerStats
+from solver.math.activations import topk_sparsify
+from solver.math.obc import prune_obc
+from solver.math.stats import LayerStats
 
 SHAPES = [(576, 576), (1536, 576), (576, 1536)]
 SYNTHETIC = [(4096, 4096), (11008, 4096)]

@@ -147,8 +147,8 @@ class DuoGPTApp(App[int]):
         Args:
             config: prefills the setup form (defaults: ``RunConfig()``).
             runs_dir: where runs are created and listed.
-            source: the event source (default: the real solver, ``solver.pipeline.run``).
-            preflight: the pre-flight check (default: ``solver.pipeline.preflight``).
+            source: the event source (default: the real solver, ``solver.run.pipeline.run``).
+            preflight: the pre-flight check (default: ``solver.run.pipeline.preflight``).
             catalog: the setup pickers' choices (default: discovered on a worker).
             open_path: a run directory to open at start.
         """

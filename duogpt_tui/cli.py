@@ -410,7 +410,8 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 def preflight_estimate(console: Console, config: RunConfig) -> None:
     """Print the pre-flight estimate line, and a warning when the machine looks too small."""
-    from solver import estimate, system
+    from solver.io import system
+    from solver.run import estimate
 
     try:
         device = system.resolve_device(config.device)
@@ -560,8 +561,8 @@ def _is_foreign_file(target: Path, run_dir: RunDir) -> bool:
 
 
 def evaluator() -> Callable[..., dict[str, Any]]:
-    """``solver.evaluate.evaluate`` (imported on first use; tests replace this function)."""
-    from solver.evaluate import evaluate
+    """``solver.run.evaluate.evaluate`` (imported on first use; tests replace this function)."""
+    from solver.run.evaluate import evaluate
 
     return evaluate
 

@@ -18,8 +18,8 @@ from typing import Any
 from duogpt_tui.runstore import summarize
 from duogpt_tui.textplot import bar_chart, line_plot
 from solver import events as ev
-from solver import speedup
 from solver.config import RunConfig
+from solver.math import speedup
 
 NA = "n/a"
 """What a cell shows when the figure was not measured."""
@@ -411,7 +411,7 @@ def _density_plot(events: Sequence[ev.Event]) -> str:
 
 
 def _decode_speedup(events: Sequence[ev.Event]) -> str:
-    """Estimated decode speedup bounds from the layers' cost figures (:mod:`solver.speedup`)."""
+    """Decode speedup bounds from the layers' cost figures (:mod:`solver.math.speedup`)."""
     layers = [e for e in events if isinstance(e, ev.LayerSolved) and e.decode]
     if not layers:
         return ""

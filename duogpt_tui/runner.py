@@ -5,7 +5,7 @@ appends every event to the run directory before handing it on, and guarantees th
 directory always says how the run ended: exactly one terminal event, a ``report.md`` and no lock
 left behind — also when the solver raises, stops early, or the consumer stops reading.
 
-``solver.pipeline`` (torch, transformers) is imported only when a run starts, so importing this
+``solver.run.pipeline`` (torch, transformers) is imported only when a run starts, so importing this
 module (and ``duogpt --help``) stays fast.
 """
 
@@ -31,24 +31,24 @@ class CancelToken(Protocol):
 
 
 Source = Callable[..., Iterator[ev.Event]]
-"""An event source: ``source(config, cancel, workdir)``, like ``solver.pipeline.run``; a source
+"""An event source: ``source(config, cancel, workdir)``, like ``solver.run.pipeline.run``; a source
 that can continue a run also takes ``resume=True`` (see :func:`execute`)."""
 
 
 def pipeline_source() -> Source:
-    """The real event source, ``solver.pipeline.run`` (imported on first use)."""
-    from solver.pipeline import run
+    """The real event source, ``solver.run.pipeline.run`` (imported on first use)."""
+    from solver.run.pipeline import run
 
     return run
 
 
 def preflight(config: RunConfig) -> None:
-    """Cheap checks before a run directory is made (``solver.pipeline.preflight``).
+    """Cheap checks before a run directory is made (``solver.run.pipeline.preflight``).
 
     Raises:
         InputError: one line saying what is wrong with the input.
     """
-    from solver.pipeline import preflight as check
+    from solver.run.pipeline import preflight as check
 
     check(config)
 

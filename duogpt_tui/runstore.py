@@ -38,7 +38,7 @@ LOCK_FILE = "run.lock"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_STATE = "state.json"
-"""In ``CHECKPOINTS_DIR``: the last complete block (written by ``solver.checkpoint``)."""
+"""In ``CHECKPOINTS_DIR``: the last complete block (written by ``solver.io.checkpoint``)."""
 
 RUN_FILES = (CONFIG_FILE, EVENTS_FILE, REPORT_FILE, LOCK_FILE)
 """The files a run writes; ``--overwrite`` removes exactly these (and :data:`RUN_DIRS`)."""

@@ -35,10 +35,10 @@ class Catalog:
     @classmethod
     def discover(cls) -> Catalog:
         """Look at the solver's built-ins, the local hub cache and the accelerator (slow: torch)."""
-        from solver.models import BUILTIN_MODELS, find_cached_hub_models
+        from solver.io.models import BUILTIN_MODELS, find_cached_hub_models
 
         try:
-            from solver.data import BUILTIN_TEXTS
+            from solver.io.data import BUILTIN_TEXTS
 
             texts = dict(BUILTIN_TEXTS)
         except ImportError:  # an older solver without the data module

@@ -7,8 +7,8 @@ to show when it is valid. The numbers and choices are checked by
 :func:`solver.config.parse_pattern`, so the form and the CLI agree on every rule; a model or text
 spec is only checked for its shape and existence here. Then, on a worker a moment after the last
 change, :func:`inspect_inputs` runs the pre-flight's file and machine checks
-(:mod:`solver.inputs`, :func:`solver.system.resolve_device`) on the whole config and says which
-field each problem belongs to.
+(:mod:`solver.io.inputs`, :func:`solver.io.system.resolve_device`) on the whole config and says
+which field each problem belongs to.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def check_model(spec: str, builtins: dict[str, str]) -> Check:
         return spec, "", "local model folder"
     if path.is_file():
         return spec, "", "GGUF file (dequantised on load)" if path.suffix == ".gguf" else ""
-    from solver.models import looks_like_path
+    from solver.io.models import looks_like_path
 
     if looks_like_path(spec) or spec.count("/") != 1:
         return None, f"{spec!r} not found: give a built-in name, a folder, a .gguf or org/name", ""
@@ -140,15 +140,15 @@ def check_choice(name: str, value: object) -> Check:
 def inspect_inputs(config: RunConfig) -> dict[str, str]:
     """The pre-flight's file and machine checks of ``config``, by the field they blame.
 
-    Runs what ``solver.pipeline.preflight`` runs beyond ``RunConfig.validate`` and the specs'
-    existence: the device (:func:`solver.system.resolve_device`), the model's files and context
-    (:func:`solver.inputs.check_model`) and the texts (:func:`solver.inputs.check_text`). Slow
+    Runs what ``solver.run.pipeline.preflight`` runs beyond ``RunConfig.validate`` and the specs'
+    existence: the device (:func:`solver.io.system.resolve_device`), the model's files and context
+    (:func:`solver.io.inputs.check_model`) and the texts (:func:`solver.io.inputs.check_text`). Slow
     (imports torch, reads files, may probe the hub for a hub id): call it on a worker.
 
     Returns:
         ``{field: one-line problem}``; empty when the inputs look usable.
     """
-    from solver import inputs, system
+    from solver.io import inputs, system
 
     problems: dict[str, str] = {}
     try:

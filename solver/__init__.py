@@ -1,5 +1,5 @@
 """The numerical core of the DuoGPT workbench: pure PyTorch + transformers.
 
 Never imports textual, rich or typer (a test checks it). The entry point is
-:func:`solver.pipeline.run`, a generator of :mod:`solver.events`.
+:func:`solver.run.pipeline.run`, a generator of :mod:`solver.events`.
 """

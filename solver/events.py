@@ -103,7 +103,7 @@ class LayerSolved(Event):
         damping: the relative damping that the Cholesky factorisation finally used.
         retries: how many times the damping had to be raised.
         decode: estimated bytes and FLOPs of one decode step of the pruned layer, dense vs
-            weight-sparse vs activation-sparse vs dual-sparse (:mod:`solver.speedup`, keys such
+            weight-sparse vs activation-sparse vs dual-sparse (:mod:`solver.math.speedup`, keys such
             as ``dual_bytes``); empty when not estimated.
         alpha: the residual scale DuoGPT used for this layer (0 for the other methods).
         heldout: with held-out alpha selection, each candidate alpha (as text, e.g. ``"0.125"``)

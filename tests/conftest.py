@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from solver.models import LoadedModel, load_model, tiny_random_model
+from solver.io.models import LoadedModel, load_model, tiny_random_model
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

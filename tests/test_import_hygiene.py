@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 import json
 import subprocess
 import sys
@@ -15,25 +15,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SOLVER_MODULES = (
-    "solver",
-    "solver.events",
-    "solver.config",
-    "solver.errors",
-    "solver.pipeline",
-    "solver.evaluate",
-    "solver.obc",
-    "solver.masks",
-    "solver.stats",
-    "solver.activations",
-    "solver.models",
-    "solver.data",
-    "solver.perplexity",
-    "solver.adapters",
-    "solver.system",
-    "solver.inputs",
-    "solver.estimate",
-)
+
+def solver_modules(package: str = "solver") -> list[str]:
+    """Every module of ``package`` found on disk (nothing listed by hand)."""
+    folder = ROOT.joinpath(*package.split("."))
+    names = []
+    for path in sorted(folder.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
 
 
 def loaded_after_import(modules: list[str]) -> set[str]:
@@ -51,23 +41,48 @@ def loaded_after_import(modules: list[str]) -> set[str]:
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def existing(modules: tuple[str, ...]) -> list[str]:
-    """The modules that exist in this checkout (others are still being written)."""
-    found = []
-    for name in modules:
-        try:
-            if importlib.util.find_spec(name) is not None:
-                found.append(name)
-        except ModuleNotFoundError:
-            continue
-    return found
-
-
 def test_solver_never_imports_ui_libraries() -> None:
-    modules = existing(SOLVER_MODULES)
-    assert "solver.events" in modules and "solver.config" in modules
+    modules = solver_modules()
+    assert {"solver.events", "solver.config", "solver.run.pipeline"} <= set(modules)
     loaded = loaded_after_import(modules)
     assert not loaded & {"textual", "rich", "typer"}, loaded & {"textual", "rich", "typer"}
+
+
+def test_solver_modules_are_found_on_disk() -> None:
+    """The discovery sees every subpackage, so a new module cannot escape the checks."""
+    modules = solver_modules()
+    for floor in ("solver.math", "solver.io", "solver.run"):
+        assert floor in modules and any(m.startswith(floor + ".") for m in modules), floor
+
+
+def imported_solver_modules(module: str) -> set[str]:
+    """The ``solver`` modules that ``module``'s source imports (read, not executed)."""
+    path = ROOT.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.split(".")[0] == "solver"}
+
+
+def test_pure_math_imports_neither_io_nor_run() -> None:
+    """``solver.math`` is tensors in, tensors out: no model or file I/O, no run driver."""
+    math_modules = [m for m in solver_modules() if m.startswith("solver.math")]
+    assert len(math_modules) > 3
+    for module in math_modules:
+        bad = {
+            name
+            for name in imported_solver_modules(module)
+            if name.startswith(("solver.io", "solver.run"))
+        }
+        assert not bad, f"{module} imports {sorted(bad)}"
+    loaded = loaded_after_import(math_modules)
+    assert not loaded & {"transformers", "gguf", "textual", "rich", "typer"}, loaded
 
 
 def test_headless_app_modules_never_import_textual() -> None:

@@ -1,10 +1,10 @@
 """The setup screen's pre-flight line: the estimate of memory and time, or what is wrong.
 
-The figures come from :func:`solver.estimate.estimate` and the memory check from
-:func:`solver.system.available_memory_mb`, worded as ``duogpt prune`` words them on stderr
+The figures come from :func:`solver.run.estimate.estimate` and the memory check from
+:func:`solver.io.system.available_memory_mb`, worded as ``duogpt prune`` words them on stderr
 (``duogpt_tui.cli.preflight_estimate``; a test keeps the two in step), so the CLI and the
 workbench say the same thing for the same settings. :func:`estimate_lines` imports torch
-(``solver.system``), so the setup screen calls it on a thread worker.
+(``solver.io.system``), so the setup screen calls it on a thread worker.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def estimate_lines(config: RunConfig) -> EstimateLines:
     Raises:
         InputError: the device cannot be used (``--device cuda`` without CUDA).
     """
-    from solver import estimate, system
+    from solver.io import system
+    from solver.run import estimate
 
     device = system.resolve_device(config.device)
     guess = estimate.estimate(config, device=device.type)

@@ -334,7 +334,7 @@ def test_runs_without_runs(cli: Cli) -> None:
 
 
 def fake_evaluate(target: str, **kwargs: Any) -> dict[str, Any]:
-    """A stand-in for solver.evaluate.evaluate."""
+    """A stand-in for solver.run.evaluate.evaluate."""
     if target == "/nope":
         raise InputError("model '/nope' not found")
     kwargs["progress"](1, 2)

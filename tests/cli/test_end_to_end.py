@@ -24,7 +24,7 @@ from tests.cli.test_cli import FAST, one_error_line, one_json
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pipeline = pytest.importorskip("solver.pipeline")
+pipeline = pytest.importorskip("solver.run.pipeline")
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from duogpt_tui.runstore import pid_alive
-from solver.models import tiny_random_model
+from solver.io.models import tiny_random_model
 from tests.cli.conftest import Cli, cli  # noqa: F401  (``cli``: duogpt with a fake solver)
 from tests.reliability.forkserver import ForkServer
 

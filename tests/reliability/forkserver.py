@@ -18,8 +18,8 @@ from pathlib import Path
 
 SERVER = r"""
 import json, os, signal, sys, traceback
-import duogpt_tui.cli, duogpt_tui.runner, solver.pipeline, solver.models, solver.data
-import solver.perplexity, solver.evaluate, solver.checkpoint
+import duogpt_tui.cli, duogpt_tui.runner, solver.run.pipeline, solver.io.models, solver.io.data
+import solver.run.perplexity, solver.run.evaluate, solver.io.checkpoint
 import transformers.models.llama.modeling_llama
 from duogpt_tui.cli import main
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from duogpt_tui import runstore
-from solver import system
+from solver.io import system
 from tests.cli.conftest import Cli
 from tests.reliability.conftest import FAST, one_error_line
 
@@ -102,7 +102,7 @@ def test_a_damaged_gguf_file(real_cli: Cli, content: bytes, reason: str) -> None
 
 
 def test_a_complete_gguf_header_passes_the_check(tmp_path: Path) -> None:
-    from solver.inputs import model_facts
+    from solver.io.inputs import model_facts
 
     path = tmp_path / "ok.gguf"
     path.write_bytes(gguf_bytes(64))

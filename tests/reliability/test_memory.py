@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from duogpt_tui.runstore import RunDir
-from solver import estimate, system
 from solver import events as ev
-from solver import pipeline as pipeline_mod
 from solver.config import RunConfig
-from solver.estimate import block_memory
+from solver.io import system
+from solver.run import estimate
+from solver.run import pipeline as pipeline_mod
+from solver.run.estimate import block_memory
 from tests.cli.conftest import Cli
 from tests.reliability.conftest import FAST, one_error_line
 

@@ -20,11 +20,12 @@ from torch import nn
 
 from duogpt_tui.runstore import RunDir
 from solver import events as ev
-from solver import models, obc
-from solver import pipeline as pipeline_mod
 from solver.config import RunConfig
-from solver.models import LoadedModel, tiny_random_model
-from solver.pipeline import run
+from solver.io import models
+from solver.io.models import LoadedModel, tiny_random_model
+from solver.math import obc
+from solver.run import pipeline as pipeline_mod
+from solver.run.pipeline import run
 from tests.cli.conftest import Cli
 from tests.reliability.conftest import FAST, one_error_line
 
@@ -210,7 +211,7 @@ def test_dtype_is_checked(real_cli: Cli) -> None:
 
 def test_saved_nan_model_folder_passes_the_preflight(tmp_path: Path) -> None:
     """The pre-flight reads headers, not values: the NaN is the run's to find (block, layer)."""
-    from solver.inputs import check_model
+    from solver.io.inputs import check_model
 
     loaded = tiny_random_model(seed=0)
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """Scripted event lists and fake event sources shared by the report and CLI tests.
 
 The events are fixed (no clocks, no randomness), so a report rendered from them can be compared
-with a golden file. The fake sources have the signature of ``solver.pipeline.run``.
+with a golden file. The fake sources have the signature of ``solver.run.pipeline.run``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from solver import events as ev
-from solver import speedup
 from solver.config import RunConfig
+from solver.math import speedup
 
 CONFIG = RunConfig(model="tiny-random", nsamples=4, seqlen=32, eval_windows=2)
 """The configuration the scripted runs claim to have."""
@@ -186,7 +186,7 @@ def every_event_type() -> list[ev.Event]:
 
 
 def scripted_source(events: list[ev.Event], config_check: Any = None) -> Any:
-    """A fake ``solver.pipeline.run`` that yields ``events`` (and checks the config if asked)."""
+    """A fake ``solver.run.pipeline.run`` yielding ``events`` (and checking the config if asked)."""
 
     def source(config: RunConfig, cancel: Any = None, workdir: Path | None = None) -> Iterator[Any]:
         if config_check is not None:

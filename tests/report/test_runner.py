@@ -153,7 +153,7 @@ def test_a_report_bug_does_not_lose_the_run(
 
 def test_a_missing_pipeline_ends_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def missing() -> Any:
-        raise ImportError("No module named 'solver.pipeline'")
+        raise ImportError("No module named 'solver.run.pipeline'")
 
     monkeypatch.setattr(runner, "pipeline_source", missing)
     run_dir = RunDir.create(scripted.CONFIG, out=tmp_path / "run")

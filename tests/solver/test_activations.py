@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from solver.activations import (
+from solver.errors import RunError
+from solver.math.activations import (
     ActivationSparsifier,
     calibrate_threshold,
     threshold_sparsify,
     topk_sparsify,
 )
-from solver.errors import RunError
 
 
 def _x(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import torch
 
-from solver.data import (
+from solver.errors import InputError
+from solver.io.data import (
     BUILTIN_TEXTS,
     calibration_batch,
     eval_protocol,
     eval_windows,
     load_text,
 )
-from solver.errors import InputError
-from solver.models import LoadedModel
+from solver.io.models import LoadedModel
 
 ASCII_TEXT = " ".join(f"word{i} and some filler text number {i * 7 % 13}." for i in range(3000))
 

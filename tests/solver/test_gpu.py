@@ -7,8 +7,8 @@ import torch
 
 from solver.config import RunConfig
 from solver.events import Finished, LayerSolved, PerplexityMeasured
-from solver.pipeline import run
-from solver.system import cuda_available, resolve_device
+from solver.io.system import cuda_available, resolve_device
+from solver.run.pipeline import run
 
 pytestmark = pytest.mark.gpu
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from solver.errors import RunError
-from solver.masks import (
+from solver.math.masks import (
     apply_mask,
     magnitude_mask,
     nm_mask,

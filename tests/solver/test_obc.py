@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from solver.activations import topk_sparsify
 from solver.errors import RunError
-from solver.masks import magnitude_mask, prune_count
-from solver.obc import (
+from solver.math.activations import topk_sparsify
+from solver.math.masks import magnitude_mask, prune_count
+from solver.math.obc import (
     column_losses,
     column_update,
     damp,
@@ -17,7 +17,7 @@ from solver.obc import (
     prune_obc,
     residual_terms,
 )
-from solver.stats import LayerStats
+from solver.math.stats import LayerStats
 
 F64 = torch.float64
 

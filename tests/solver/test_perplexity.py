@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from solver.data import eval_windows
 from solver.errors import InputError, RunError
-from solver.models import LoadedModel
-from solver.perplexity import EvalCancelled, perplexity
+from solver.io.data import eval_windows
+from solver.io.models import LoadedModel
+from solver.run.perplexity import EvalCancelled, perplexity
 
 
 def _windows(count: int, seqlen: int, seed: int = 0) -> torch.Tensor:

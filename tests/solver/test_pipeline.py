@@ -11,7 +11,6 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from solver.config import RunConfig
-from solver.evaluate import evaluate
 from solver.events import (
     BlockFinished,
     BlockStarted,
@@ -25,7 +24,8 @@ from solver.events import (
     is_terminal,
     to_json,
 )
-from solver.pipeline import preflight, run
+from solver.run.evaluate import evaluate
+from solver.run.pipeline import preflight, run
 
 TINY = RunConfig(
     model="tiny-random",
@@ -193,8 +193,8 @@ def test_preflight_refuses_bad_input(changes: dict, needle: str) -> None:
 
 
 def test_preflight_refuses_cuda_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    from solver import system
     from solver.errors import InputError
+    from solver.io import system
 
     monkeypatch.setattr(system, "cuda_available", lambda: False)
     with pytest.raises(InputError, match="CUDA is not available"):

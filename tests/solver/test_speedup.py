@@ -1,4 +1,4 @@
-"""The decode cost model (solver/speedup.py) on hand-computed cases, and its place in a run."""
+"""The decode cost model (solver/math/speedup.py) on hand-computed cases, and its place in a run."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from solver import speedup
 from solver.config import RunConfig
 from solver.events import Finished, LayerSolved
-from solver.pipeline import run
-from solver.stats import LayerStats
+from solver.math import speedup
+from solver.math.stats import LayerStats
+from solver.run.pipeline import run
 
 # W (n = 4, k = 2): column 0 holds 3 nonzeros, column 1 holds 2.
 W = torch.tensor([[1.0, 0.0], [2.0, 3.0], [0.0, 0.0], [4.0, 5.0]])

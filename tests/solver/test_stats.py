@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from solver.stats import LayerStats
+from solver.math.stats import LayerStats
 
 F64 = torch.float64
 

@@ -22,7 +22,7 @@ import pytest
 
 from solver.config import RunConfig
 from solver.events import Finished, PerplexityMeasured
-from solver.pipeline import run
+from solver.run.pipeline import run
 
 SETTINGS = RunConfig(
     model="smollm2-135m",

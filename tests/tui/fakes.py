@@ -3,7 +3,7 @@
 :func:`scripted_events` is a deterministic run of a small LLaMA-like model: every figure is a
 function of the block and layer index, so plots, tables and reports render the same each time.
 :class:`FakeSource` replays it with optional sleeps and honours the cancel token between layers,
-like ``solver.pipeline.run``.
+like ``solver.run.pipeline.run``.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def scripted_events(
 
 
 class FakeSource:
-    """An event source like ``solver.pipeline.run``, replaying :func:`scripted_events`.
+    """An event source like ``solver.run.pipeline.run``, replaying :func:`scripted_events`.
 
     Attributes:
         delay: seconds to sleep before each layer (keeps the run going while a test acts).

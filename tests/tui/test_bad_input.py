@@ -20,8 +20,8 @@ from textual.worker import Worker
 
 from duogpt_tui import runner
 from duogpt_tui.app import DuoGPTApp
-from solver import system
 from solver.config import RunConfig
+from solver.io import system
 from tests.tui.conftest import SIZE, wait_for
 
 pytestmark = pytest.mark.anyio

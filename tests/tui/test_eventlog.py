@@ -12,9 +12,9 @@ from duogpt_tui.cli import preflight_estimate
 from duogpt_tui.eventlog import EventLog, format_seconds
 from duogpt_tui.widgets.plot_base import decade_ticks
 from duogpt_tui.widgets.preflight import estimate_lines
-from solver import system
 from solver.config import RunConfig
 from solver.events import Cancelled, LayerSolved, Progress
+from solver.io import system
 from tests.tui.fakes import scripted_events
 
 

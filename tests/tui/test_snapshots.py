@@ -16,8 +16,8 @@ from duogpt_tui.app import DuoGPTApp
 from duogpt_tui.widgets.preflight import PreflightLine
 from screens.compare import CompareScreen
 from screens.report import ReportScreen
-from solver import system
 from solver.config import RunConfig
+from solver.io import system
 from tests.tui.conftest import SIZE, no_preflight, wait_for, write_run
 from tests.tui.fakes import CATALOG, FakeSource, scripted_events
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from solver.errors import RunError
-from solver.masks import prune_count
+from solver.math.masks import prune_count
 
 RULES = ("topk", "threshold")
 

@@ -3,7 +3,7 @@
 ALGORITHM.md §1 and §6: the pipeline walks decoder blocks and prunes the ``nn.Linear`` layers
 inside them in "true sequential" groups that share an input ([q, k, v] -> [o] -> [gate, up] ->
 [down] for LLaMA). Everything family-specific lives here, discovered from the model object, so
-the driver in :mod:`solver.pipeline` stays generic.
+the driver in :mod:`solver.run.pipeline` stays generic.
 """
 
 from __future__ import annotations

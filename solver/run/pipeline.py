@@ -27,18 +27,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from solver import checkpoint, estimate, inputs, system
-from solver.activations import (
-    ActivationSparsifier,
-    calibrate_threshold,
-    threshold_sparsify,
-    topk_sparsify,
-)
-from solver.adapters import ModelAdapter, find_adapter, layer_type
-from solver.capture import capture_block_inputs, capture_inputs, move_kwargs, run_block, run_until
 from solver.config import RunConfig
 from solver.errors import DuoGPTError, InputError, RunError
-from solver.evaluate import ACT_SETTINGS_FILE
 from solver.events import (
     BlockFinished,
     BlockStarted,
@@ -52,10 +42,27 @@ from solver.events import (
     Progress,
     RunStarted,
 )
-from solver.masks import apply_mask, magnitude_mask, row_density_histogram, wanda_mask
-from solver.obc import SolveResult, layer_errors, prune_obc
-from solver.speedup import layer_decode_costs
-from solver.stats import LayerStats
+from solver.io import checkpoint, inputs, system
+from solver.math.activations import (
+    ActivationSparsifier,
+    calibrate_threshold,
+    threshold_sparsify,
+    topk_sparsify,
+)
+from solver.math.masks import apply_mask, magnitude_mask, row_density_histogram, wanda_mask
+from solver.math.obc import SolveResult, layer_errors, prune_obc
+from solver.math.speedup import layer_decode_costs
+from solver.math.stats import LayerStats
+from solver.run import estimate
+from solver.run.adapters import ModelAdapter, find_adapter, layer_type
+from solver.run.capture import (
+    capture_block_inputs,
+    capture_inputs,
+    move_kwargs,
+    run_block,
+    run_until,
+)
+from solver.run.evaluate import ACT_SETTINGS_FILE
 
 
 class CancelToken(Protocol):
@@ -98,7 +105,7 @@ def preflight(config: RunConfig) -> None:
 
     Raises:
         InputError: one actionable line (bad option, missing path, CUDA asked for and absent,
-            a damaged model or text file: see :mod:`solver.inputs`).
+            a damaged model or text file: see :mod:`solver.io.inputs`).
     """
     config.validate()
     system.resolve_device(config.device)
@@ -237,8 +244,8 @@ class _Driver:
     # ------------------------------------------------------------------ the run
     def events(self) -> Iterator[Event]:
         """The whole run."""
-        from solver.data import calibration_batch, eval_protocol, eval_windows, load_text
-        from solver.models import load_model
+        from solver.io.data import calibration_batch, eval_protocol, eval_windows, load_text
+        from solver.io.models import load_model
 
         config = self.config
         torch.manual_seed(config.seed)
@@ -396,7 +403,7 @@ class _Driver:
         upto_block: int | None = None,
     ) -> Iterator[Event]:
         """Perplexity of the model now; with the run's activation sparsity if ``sparse``."""
-        from solver.perplexity import EvalCancelled, perplexity
+        from solver.run.perplexity import EvalCancelled, perplexity
 
         tick = time.monotonic()
         self.state.phase = {
@@ -852,7 +859,7 @@ class _Driver:
         target = Path(self.workdir) / "model"
         partial = Path(self.workdir) / "model.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        from solver.models import quiet_transformers
+        from solver.io.models import quiet_transformers
 
         with quiet_transformers():
             loaded.model.save_pretrained(partial)

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from solver import system
-from solver.activations import ActivationSparsifier
-from solver.adapters import find_adapter
 from solver.errors import InputError
+from solver.io import system
+from solver.math.activations import ActivationSparsifier
+from solver.run.adapters import find_adapter
 
 ACT_SETTINGS_FILE = "activation_sparsity.json"
 
@@ -65,9 +65,9 @@ def evaluate(
     Raises:
         InputError: bad target, text or option.
     """
-    from solver.data import eval_protocol, eval_windows, load_text
-    from solver.models import load_model
-    from solver.perplexity import perplexity
+    from solver.io.data import eval_protocol, eval_windows, load_text
+    from solver.io.models import load_model
+    from solver.run.perplexity import perplexity
 
     if act_sparsity is not None and not 0 <= act_sparsity < 1:
         raise InputError(f"--act-sparsity must be a number in [0, 1), got {act_sparsity!r}")

@@ -34,7 +34,7 @@ class LayerStats:
         entries: entries seen in ``X^``.
         channel_nonzeros: per input channel, the tokens whose entry was nonzero (int64, length
             ``k``; empty before the first batch): the activity ``P(x_j != 0)`` that the decode
-            cost model (:mod:`solver.speedup`) needs. By default counted on ``X^``; see
+            cost model (:mod:`solver.math.speedup`) needs. By default counted on ``X^``; see
             :meth:`add`'s ``x_active``.
     """
 

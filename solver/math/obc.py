@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from solver.errors import RunError
-from solver.masks import prune_count, rowwise_smallest_mask, smallest_mask
-from solver.stats import LayerStats
+from solver.math.masks import prune_count, rowwise_smallest_mask, smallest_mask
+from solver.math.stats import LayerStats
 
 RESIDUAL_VARIANTS = ("original", "pruned")
 MASK_SCOPES = ("block", "row")

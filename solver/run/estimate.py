@@ -19,7 +19,7 @@ evaluation tokens (4 bytes per float32 value):
   perplexity evaluation, divided by :data:`THROUGHPUT_FLOPS`, plus :data:`LAYER_OVERHEAD_S` per
   layer and :data:`STARTUP_S`.
 
-Sizes come from the caller, else from :func:`solver.inputs.model_facts` (built-in models, a
+Sizes come from the caller, else from :func:`solver.io.inputs.model_facts` (built-in models, a
 folder's ``config.json``, a GGUF header, the hub cache): nothing is loaded or downloaded.
 """
 
@@ -128,7 +128,7 @@ def estimate(
         The estimate; when the model's size is unknown, only the calibration part is counted and
         ``detail`` says so.
     """
-    from solver.inputs import model_facts
+    from solver.io.inputs import model_facts
 
     kind = "cuda" if device.startswith("cuda") else "cpu"
     facts = None
@@ -227,7 +227,7 @@ def thin_calibration(tokens: int, seqlen: int, layer: str, in_features: int) -> 
 def thin_calibration_for(config: RunConfig) -> str:
     """:func:`thin_calibration` for a run, from the model's sizes known without loading it
     (``""`` when they are unknown: the run itself checks again once the model is loaded)."""
-    from solver.inputs import model_facts
+    from solver.io.inputs import model_facts
 
     facts = model_facts(config.model)
     if config.method not in ("duogpt", "sparsegpt") or not facts.hidden:

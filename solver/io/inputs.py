@@ -5,10 +5,10 @@ half-written run directory. Loading a model takes seconds to minutes, so :func:`
 only at what is cheap to read — a folder's ``config.json`` (is it a causal LM? how long is its
 context?), the headers of its safetensors files (are they complete?), a GGUF file's header and
 tensor table (is it truncated?), the hub cache (is a hub id usable offline?) — and returns the
-model's sizes (:class:`ModelFacts`) for the pre-flight estimate (:mod:`solver.estimate`).
+model's sizes (:class:`ModelFacts`) for the pre-flight estimate (:mod:`solver.run.estimate`).
 :func:`check_text` reads a text file the way the run will and checks that it can hold the
-calibration batch. Whatever passes here is loaded for real by :mod:`solver.models` and
-:mod:`solver.data`, which raise the same kind of :class:`~solver.errors.InputError` for anything
+calibration batch. Whatever passes here is loaded for real by :mod:`solver.io.models` and
+:mod:`solver.io.data`, which raise the same kind of :class:`~solver.errors.InputError` for anything
 these checks cannot see.
 """
 
@@ -84,7 +84,7 @@ BUILTIN_FACTS = {
         tied=True,
     ),
 }
-"""What is known of the built-in models (``solver.models.BUILTIN_MODELS``) without loading them."""
+"""What is known of the built-in models (``solver.io.models.BUILTIN_MODELS``), unloaded."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def model_facts(spec: str) -> ModelFacts:
 
 def _check_folder(path: Path) -> ModelFacts:
     """A Hugging Face model folder: config, causal LM, tokenizer files, complete weights."""
-    from solver.models import TOKENIZER_FILES, check_causal, require_model_folder
+    from solver.io.models import TOKENIZER_FILES, check_causal, require_model_folder
 
     require_model_folder(path)
     config_path = path / "config.json"
@@ -266,7 +266,7 @@ def _facts_from_config(data: dict[str, Any], n_params: int | None) -> ModelFacts
 
 def _check_hub_id(spec: str) -> ModelFacts:
     """A hub id: usable when cached, or when the hub can be reached (it is then downloaded)."""
-    from solver.models import BUILTIN_MODELS, hub_reachable
+    from solver.io.models import BUILTIN_MODELS, hub_reachable
 
     data = _cached_hub_config(spec)
     if data is not None:
@@ -433,7 +433,7 @@ def _read_value(stream: BinaryIO, kind: int) -> Any:
 
 def _check_not_a_missing_path(spec: str) -> None:
     """Refuse a spec that is neither a built-in, an existing path nor shaped like ``org/name``."""
-    from solver.models import BUILTIN_MODELS, looks_like_path
+    from solver.io.models import BUILTIN_MODELS, looks_like_path
 
     if looks_like_path(spec) or spec.count("/") != 1:
         raise InputError(
@@ -458,7 +458,7 @@ def check_text(flag: str, spec: str, need_tokens: int) -> None:
         InputError: the file is missing, a folder, empty, binary, not UTF-8, a bad ``.jsonl``,
             or shorter than ``need_tokens`` bytes.
     """
-    from solver.data import BUILTIN_TEXTS, is_named_text, load_text
+    from solver.io.data import BUILTIN_TEXTS, is_named_text, load_text
 
     if is_named_text(spec):
         return

@@ -3,8 +3,8 @@
 Each window of ``S`` tokens is scored on its own: the model sees the window (no BOS, no cache,
 no context carried over from the previous window) and predicts its last ``S - 1`` tokens. The
 perplexity is ``exp`` of the mean next-token negative log-likelihood over all predicted tokens
-of all windows. The windows come from :func:`solver.data.eval_windows`, whose protocol
-(:func:`solver.data.eval_protocol`) is recorded with every figure.
+of all windows. The windows come from :func:`solver.io.data.eval_windows`, whose protocol
+(:func:`solver.io.data.eval_protocol`) is recorded with every figure.
 """
 
 from __future__ import annotations

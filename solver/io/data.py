@@ -1,7 +1,7 @@
 """Texts for calibration and evaluation, and the token batches cut from them (ALGORITHM.md §6-7).
 
 * :func:`load_text` turns a text spec into ``(name, text)``: the built-in corpora (``sotu`` for
-  calibration, ``moby-dick`` for evaluation, both shipped xz-compressed in ``solver/corpora``),
+  calibration, ``moby-dick`` for evaluation, both shipped xz-compressed in ``solver/io/corpora``),
   a local UTF-8 ``.txt`` or ``.jsonl`` file, or ``wikitext2`` / ``c4`` through ``datasets``
   (which needs the hub or a local datasets cache; offline it fails in seconds).
 * :func:`calibration_batch` draws seeded random windows of tokens without tokenising the whole
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from solver.errors import InputError
-from solver.models import hub_reachable
+from solver.io.models import hub_reachable
 
 __all__ = [
     "BUILTIN_TEXTS",
