@@ -18,14 +18,16 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from solver.errors import InputError
+from solver.io.run_files import CHECKPOINT_STATE, CHECKPOINTS_DIR
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = CHECKPOINTS_DIR
+"""Where a run's checkpoints go, inside its run directory."""
 
 
 @dataclass
@@ -73,12 +75,12 @@ def save_block(
     }
     _atomic_save(streams, folder / "streams.pt")
     state = {"block": index, "thresholds": thresholds, "timings": timings, "elapsed": elapsed}
-    _atomic_write_text(json.dumps(state, indent=1) + "\n", folder / "state.json")
+    _atomic_write_text(json.dumps(state, indent=1) + "\n", folder / CHECKPOINT_STATE)
 
 
 def has_checkpoint(folder: Path) -> bool:
     """True when ``folder`` holds a usable ``state.json``."""
-    return (folder / "state.json").is_file()
+    return (folder / CHECKPOINT_STATE).is_file()
 
 
 def load(folder: Path, blocks: nn.ModuleList, layer_names: tuple[str, ...]) -> Checkpoint:
@@ -93,7 +95,7 @@ def load(folder: Path, blocks: nn.ModuleList, layer_names: tuple[str, ...]) -> C
             f"no checkpoint in {folder}: the run stopped before its first block was complete "
             "(or it finished and its checkpoints were removed); start a new run"
         )
-    state = json.loads((folder / "state.json").read_text())
+    state = json.loads((folder / CHECKPOINT_STATE).read_text())
     last = int(state["block"])
     streams = torch.load(folder / "streams.pt", map_location="cpu", weights_only=True)
     if int(streams["block"]) != last:
@@ -109,8 +111,8 @@ def load(folder: Path, blocks: nn.ModuleList, layer_names: tuple[str, ...]) -> C
                 folder / f"block-{index:04d}.pt", map_location="cpu", weights_only=True
             )
             for name in layer_names:
-                module = blocks[index].get_submodule(name)
-                module.weight.copy_(weights[name].to(module.weight.dtype))
+                target = cast(torch.Tensor, blocks[index].get_submodule(name).weight)
+                target.copy_(weights[name].to(target.dtype))
     return Checkpoint(
         block=last,
         thresholds={k: float(v) for k, v in state.get("thresholds", {}).items()},

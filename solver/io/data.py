@@ -267,7 +267,7 @@ def calibration_batch(
     seed: int,
     *,
     name: str = "text",
-) -> torch.LongTensor:
+) -> torch.Tensor:
     """Seeded random windows of ``seqlen`` consecutive tokens from a text.
 
     Large texts are never tokenised whole: each sample tokenises a chunk of about
@@ -332,7 +332,7 @@ def _window_at_random_offset(
 
 def eval_windows(
     tokenizer: Any, text: str, windows: int, seqlen: int, *, name: str = "text"
-) -> torch.LongTensor:
+) -> torch.Tensor:
     """The first ``windows`` non-overlapping windows of ``seqlen`` tokens of a text.
 
     Only as much of the text's beginning is tokenised as the windows need (plus a margin, so the

@@ -130,7 +130,7 @@ def load_model(
     if key == "tiny-random":
         loaded = tiny_random_model()
         if dtype != torch.float32:
-            loaded.model.to(dtype)
+            loaded.model.to(dtype)  # type: ignore[arg-type]  # transformers' wrapped .to
         return loaded
     if key == "smollm2-135m":
         return _load_smollm2(dtype, cache_dir or model_cache_dir(), say)
@@ -289,7 +289,7 @@ def _byte_level_tokenizer() -> PreTrainedTokenizerBase:
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<|unk|>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend,
         name_or_path="tiny-random",
         bos_token="<|bos|>",
@@ -565,8 +565,8 @@ def _read_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
                 "truncated or of an unsupported architecture; download it again"
             ) from err
     # a dequantised GGUF model keeps markers that forbid save_pretrained() and dtype casts
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     return _finish(model, dtype), tokenizer
@@ -658,9 +658,10 @@ def _load_hub(spec: str, dtype: torch.dtype, say: Progress) -> LoadedModel:
 
 def _finish(model: PreTrainedModel, dtype: torch.dtype) -> PreTrainedModel:
     """Eval mode, no gradients, CPU, the requested dtype."""
-    model.to(device="cpu", dtype=dtype)
-    model.eval()
-    model.requires_grad_(False)
+    module: torch.nn.Module = model  # nn.Module's typed methods (transformers wraps .to)
+    module.to(device="cpu", dtype=dtype)
+    module.eval()
+    module.requires_grad_(False)
     return model
 
 
@@ -701,7 +702,7 @@ def _silent(_: str) -> None:
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Silence transformers' and the hub's progress bars and warnings (loading, saving)."""
-    from huggingface_hub.utils import (
+    from huggingface_hub.utils.tqdm import (
         are_progress_bars_disabled,
         disable_progress_bars,
         enable_progress_bars,
@@ -711,15 +712,15 @@ def quiet_transformers() -> Iterator[None]:
     verbosity = hf_logging.get_verbosity()
     bars_on = hf_logging.is_progress_bar_enabled()
     hub_bars_off = are_progress_bars_disabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     disable_progress_bars()
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars_on:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
         if not hub_bars_off:
             enable_progress_bars()
 

@@ -120,6 +120,7 @@ def inverse_cholesky_upper(H: Tensor) -> Tensor | None:
     L, info = torch.linalg.cholesky_ex(H)
     if int(info) != 0:
         return None
+    U: torch.Tensor
     U, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
     if int(info) != 0 or not bool(torch.isfinite(U).all()):
         return None
