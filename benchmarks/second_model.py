@@ -52,14 +52,23 @@ METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 """Table rows: label -> the fields that make the run (the rest are the defaults)."""
 
-SMOLLM2_METHODS = (METHODS[2], METHODS[3], METHODS[4])
-"""On the default model only the comparison the issue asks to keep."""
+SMOLLM2_METHODS = METHODS[1:]
+"""On the default model: every method that reads calibration data."""
+
+REFERENCE_MASKS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("SparseGPT, block masks", {"method": "sparsegpt", "mask_scope": "block"}),
+    ("DuoGPT, block masks", {"method": "duogpt", "mask_scope": "block"}),
+)
+"""With ``--reference-masks``: the published SparseGPT mask rule (one threshold over each
+``rows x 128`` block) instead of the default per-row rule, for both OBS methods."""
 
 
 def configurations(
-    seeds: list[int], sizes: list[int], smollm2: bool
+    seeds: list[int], sizes: list[int], smollm2: bool, reference_masks: bool = False
 ) -> list[tuple[str, str, int, dict[str, Any]]]:
-    """``(table, method label, seed, config)`` for every run."""
+    """``(table, method label, seed, config)`` for every run: the defaults' rows first, then
+    (``reference_masks``) the block-mask rows."""
+    extra = REFERENCE_MASKS if reference_masks else ()
     out = []
     for nsamples in sizes:
         table = f"Qwen2.5-Coder-0.5B, calibration {nsamples} x 128"
@@ -72,11 +81,19 @@ def configurations(
             base = {**QWEN, "nsamples": nsamples, "seed": seed}
             for label, fields in METHODS[1:]:
                 out.append((table, label, seed, {**base, **fields, "eval_dense": False}))
+        for seed in seeds:
+            base = {**QWEN, "nsamples": nsamples, "seed": seed}
+            for label, fields in extra:
+                out.append((table, label, seed, {**base, **fields, "eval_dense": False}))
     if smollm2:
         table = "SmolLM2-135M, default protocol (16 x 256)"
         for seed in seeds:
             base = {**common.FULL, "seed": seed}
             for label, fields in SMOLLM2_METHODS:
+                out.append((table, label, seed, {**base, **fields, "eval_dense": False}))
+        for seed in seeds:
+            base = {**common.FULL, "seed": seed}
+            for label, fields in extra:
                 out.append((table, label, seed, {**base, **fields, "eval_dense": False}))
     return out
 
@@ -88,6 +105,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64], help="nsamples")
     parser.add_argument("--no-smollm2", action="store_true", help="skip the default-model rows")
     parser.add_argument("--only", default="", help="comma-separated method labels to run")
+    parser.add_argument(
+        "--reference-masks", action="store_true", help="add SparseGPT's block-mask rows"
+    )
     args = parser.parse_args()
     if not MODEL.is_file() or not TEXT.is_file():
         sys.exit(
@@ -95,7 +115,7 @@ def main() -> None:
         )
     common.protocol(False, args.threads)
     started, tick = common.machine(), time.monotonic()
-    runs = configurations(args.seeds, args.sizes, not args.no_smollm2)
+    runs = configurations(args.seeds, args.sizes, not args.no_smollm2, args.reference_masks)
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
         runs = [r for r in runs if r[1] in wanted or r[1].split(" ")[0] in wanted]
