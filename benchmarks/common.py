@@ -160,41 +160,42 @@ def run_isolated(config: dict[str, Any], timeout: float = 3600) -> dict[str, Any
 
 
 def summarize(events: Sequence[Any], wall: float) -> dict[str, Any]:
-    """The figures a benchmark table needs, from one run's events."""
-    from solver import events as ev
+    """The figures a benchmark table needs, from one run's events (through its
+    :class:`~duogpt_tui.runview.RunView`, the fold the CLI and the report use too)."""
+    from duogpt_tui.runview import RunView
     from solver.math import speedup
 
+    view = RunView.of(events)
     out: dict[str, Any] = {"status": "incomplete", "wall_s": round(wall, 2)}
-    for event in events:
-        if isinstance(event, ev.RunStarted):
-            out["n_params"] = event.n_params
-            out["dtype"] = event.dtype
-            out["n_blocks"] = event.n_blocks
-            out["calib_tokens"] = event.calib.get("tokens")
-        if isinstance(event, ev.PerplexityMeasured) and event.label != "proxy":
-            out[f"ppl_{event.label}"] = event.ppl
-            if event.label == "pruned":
-                out["eval_act_sparsity"] = event.act_sparsity
-    layers = [e for e in events if isinstance(e, ev.LayerSolved)]
-    out["solve_s"] = round(sum(e.seconds for e in layers), 3)
-    out["layers"] = len(layers)
-    decode = [e.decode for e in layers if e.decode]
+    if view.started is not None:
+        out["n_params"] = view.started.n_params
+        out["dtype"] = view.started.dtype
+        out["n_blocks"] = view.started.n_blocks
+        out["calib_tokens"] = view.started.calib.get("tokens")
+    for label, measured in view.reference_perplexities().items():
+        out[f"ppl_{label}"] = measured.ppl
+    pruned = view.perplexity("pruned")
+    if pruned is not None:
+        out["eval_act_sparsity"] = pruned.act_sparsity
+    out["solve_s"] = round(sum(layer.seconds for layer in view.layers), 3)
+    out["layers"] = view.layers_done
+    decode = [layer.decode for layer in view.layers if layer.decode]
     if decode:
         ratios = speedup.speedups(speedup.total(decode))
         out["speedup_bytes"] = {m: ratios[m]["bytes"] for m in speedup.MODES}
-    last = events[-1] if events else None
-    if isinstance(last, ev.Finished):
+    finished = view.finished
+    if finished is not None:
         out.update(
             status="finished",
-            seconds=round(last.seconds, 2),
-            weight_sparsity=last.weight_sparsity,
-            act_sparsity=last.act_sparsity,
-            peak_rss_mb=round(last.peak_memory_mb, 1),
-            timings=dict(last.timings),
+            seconds=round(finished.seconds, 2),
+            weight_sparsity=finished.weight_sparsity,
+            act_sparsity=finished.act_sparsity,
+            peak_rss_mb=round(finished.peak_memory_mb, 1),
+            timings=dict(finished.timings),
         )
-    elif isinstance(last, ev.Failed | ev.Cancelled):
-        out["status"] = last.kind
-        out["error"] = getattr(last, "error", "") or getattr(last, "reason", "")
+    elif view.terminal is not None:
+        out["status"] = view.terminal.kind
+        out["error"] = view.error or getattr(view.terminal, "reason", "")
     return out
 
 
@@ -447,19 +448,20 @@ def command_line() -> str:
 
 
 def fmt(value: Any, digits: int = 2) -> str:
-    """A number for a table cell; ``n/a`` for missing."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return str(value)
-        return f"{value:.{digits}f}"
+    """A number for a table cell (:func:`duogpt_tui.formatting.number` for floats); ``n/a`` for
+    missing."""
+    from duogpt_tui.formatting import number
+
+    if value is None or isinstance(value, float):
+        return number(value, digits, missing="n/a")
     return str(value)
 
 
 def pct(value: Any) -> str:
-    """A fraction as a percentage."""
-    return "n/a" if value is None else f"{100 * float(value):.1f}%"
+    """A fraction as a percentage (:func:`duogpt_tui.formatting.percent`)."""
+    from duogpt_tui.formatting import percent
+
+    return percent(None if value is None else float(value), missing="n/a")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:

@@ -29,27 +29,27 @@ from benchmarks import common, second_model
 @contextmanager
 def layer_overrides(specs: list[str]) -> Iterator[None]:
     """Patch the driver so that the named layers are solved with other config fields."""
-    from solver.run import pipeline
+    from solver.run import layers
 
     targets = [spec.split("|", 2) for spec in specs]
-    original = pipeline._Driver.solve_layer
+    original = layers.solve_layer
 
-    def solve_layer(self: Any, index: int, name: str, *args: Any, **kwargs: Any) -> Any:
+    def solve_layer(run: Any, index: int, name: str, *args: Any, **kwargs: Any) -> Any:
         for block, layer, patch in targets:
             if int(block) == index and layer in (name, "*"):
-                saved = self.config
-                self.config = saved.replace(**json.loads(patch))
+                saved = run.config
+                run.config = saved.replace(**json.loads(patch))
                 try:
-                    return original(self, index, name, *args, **kwargs)
+                    return original(run, index, name, *args, **kwargs)
                 finally:
-                    self.config = saved
-        return original(self, index, name, *args, **kwargs)
+                    run.config = saved
+        return original(run, index, name, *args, **kwargs)
 
-    pipeline._Driver.solve_layer = solve_layer  # type: ignore[method-assign]
+    layers.solve_layer = solve_layer
     try:
         yield
     finally:
-        pipeline._Driver.solve_layer = original  # type: ignore[method-assign]
+        layers.solve_layer = original
 
 
 def proxies(config: dict[str, Any], upto: int) -> list[float]:
@@ -57,15 +57,17 @@ def proxies(config: dict[str, Any], upto: int) -> list[float]:
     from solver import events as ev
     from solver.config import RunConfig
     from solver.run.pipeline import run
+    from solver.run.stop import RunStopped
 
     found: list[float] = []
-    for event in run(RunConfig.from_dict(config)):
-        if isinstance(event, ev.PerplexityMeasured) and event.label == "proxy":
-            found.append(round(event.ppl, 2))
-            if event.block >= upto:
-                break
-        if isinstance(event, ev.Failed | ev.Cancelled):
-            raise SystemExit(f"error: the run ended early: {event}")
+    try:
+        for event in run(RunConfig.from_dict(config)):
+            if isinstance(event, ev.PerplexityMeasured) and event.label == "proxy":
+                found.append(round(event.ppl, 2))
+                if event.block >= upto:
+                    break
+    except RunStopped as stop:
+        raise SystemExit(f"error: the run ended early: {stop}") from stop
     return found
 
 

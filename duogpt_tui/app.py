@@ -9,7 +9,8 @@ own CPU priority (:func:`yield_cpu_to_ui`) so that key presses are answered whil
 One handler appends each event to the :class:`EventLog` and publishes
 :attr:`DuoGPTApp.log_changed`; the screens (modes ``setup``, ``run``, ``report``, ``runs``)
 redraw from the log. Switching screens never stops the run; cancelling sets the run's
-cancel token and the solver ends with a cancelled event.
+cancel token; the solver stops after the current layer and the runner records the cancelled
+event (the app shows only events the runner recorded).
 
 For tests the event source, the pre-flight check and the setup catalog are injectable::
 
@@ -18,7 +19,6 @@ For tests the event source, the pre-flight check and the setup catalog are injec
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import threading
@@ -37,8 +37,10 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from duogpt_tui import runner
 from duogpt_tui.eventlog import EventLog
+from duogpt_tui.exitcodes import ExitCode
 from duogpt_tui.messages import RunEvent, RunLaunched, RunNotice, RunRefused
-from duogpt_tui.runstore import RUNS_ROOT, RunDir, read_events
+from duogpt_tui.runstore import EVENTS_FILE, RUNS_ROOT, RunDir, read_events
+from duogpt_tui.tui_arguments import parse_arguments
 from screens.catalog import Catalog
 from screens.dialogs import ConfirmDialog, ErrorDialog
 from screens.help import HelpScreen
@@ -208,7 +210,7 @@ class DuoGPTApp(App[int]):
         return True
 
     def cancel_run(self) -> None:
-        """Ask the run to stop: the solver ends with a cancelled event after the current layer."""
+        """Ask the run to stop: the run ends cancelled after the current layer."""
         if self.run_active and not self._cancel.is_set():
             self._cancel.set()
             self.notify("Cancelling after the current layer…", title="Cancel")
@@ -240,17 +242,28 @@ class DuoGPTApp(App[int]):
     def _run_worker(
         self, config: RunConfig, run_dir: RunDir, token: int, cancel: threading.Event
     ) -> None:
-        """The run worker: iterate the solver and post every event (no widgets here)."""
+        """The run worker: iterate the runner and post every event (no widgets here).
+
+        Every event posted is one the runner recorded, the terminal one included: when the
+        runner itself raises (a bug), the run's ending is what :func:`runner.ending_after_error`
+        finds or records in the run directory, and the error still goes to a dialog.
+        """
         worker = get_current_worker()
         yield_cpu_to_ui()
         noted = len(run_dir.notes)
         events = runner.execute(
             config, run_dir, cancel=AnyEvent(cancel, worker.cancelled_event), source=self._source
         )
-        for event in events:
-            self.post_message(RunEvent(event, token))
-        for note in run_dir.notes[noted:]:
-            self.post_message(RunNotice(note, token))
+        try:
+            for event in events:
+                self.post_message(RunEvent(event, token))
+        except Exception as error:
+            events.close()  # the runner records its ending first
+            self.post_message(RunEvent(runner.ending_after_error(config, run_dir, error), token))
+            raise
+        finally:
+            for note in run_dir.notes[noted:]:
+                self.post_message(RunNotice(note, token))
 
     @on(RunRefused)
     def _run_refused(self, message: RunRefused) -> None:
@@ -332,8 +345,6 @@ class DuoGPTApp(App[int]):
         if event.state == WorkerState.ERROR:
             error = worker.error
             text = f"{type(error).__name__}: {error}"
-            if self.event_log.events and self.event_log.terminal is None:
-                self.add_event(Failed(t=self.event_log.elapsed, error=text))
             self.push_screen(ErrorDialog("The run stopped unexpectedly", text))
         if self._quit_after_run and not self.run_active:
             self.exit(0)
@@ -392,7 +403,7 @@ class DuoGPTApp(App[int]):
             self._stop_following()
             return
         try:
-            events = read_events(self.run_path / "events.jsonl")
+            events = read_events(self.run_path / EVENTS_FILE)
         except InputError:
             return
         for event in events[self._follow_count :]:
@@ -470,103 +481,36 @@ class DuoGPTApp(App[int]):
 # --------------------------------------------------------------------------------- console
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The options of ``duogpt-tui`` (the model/data options mirror ``duogpt prune``)."""
-    defaults = RunConfig()
-    parser = argparse.ArgumentParser(
-        prog="duogpt-tui",
-        description="Terminal workbench for DuoGPT dual-sparse pruning: set up a run, watch it "
-        "live, read and export its report, reopen and compare runs.",
-    )
-    parser.add_argument(
-        "run_dir", nargs="?", type=Path, help="open this run directory (finished or running)"
-    )
-    parser.add_argument("--runs-dir", type=Path, default=RUNS_ROOT, help="where runs live")
-    parser.add_argument("--model", default=defaults.model, help="built-in, folder, .gguf or hub id")
-    parser.add_argument("--calib", default=defaults.calib, help="calibration text")
-    parser.add_argument("--eval", default=defaults.eval, help="evaluation text")
-    parser.add_argument("--method", default=defaults.method, help="pruning method")
-    parser.add_argument("--weight-sparsity", type=float, default=defaults.weight_sparsity)
-    parser.add_argument("--pattern", default=defaults.pattern, help="unstructured or N:M")
-    parser.add_argument("--act-sparsity", type=float, default=defaults.act_sparsity)
-    parser.add_argument(
-        "--act-rule", default=defaults.act_rule, help="activation sparsity rule: topk or threshold"
-    )
-    parser.add_argument("--alpha", type=float, default=defaults.alpha, help="DuoGPT residual scale")
-    parser.add_argument(
-        "--damping", type=float, default=defaults.damping, help="relative Hessian damping"
-    )
-    parser.add_argument("--nsamples", type=int, default=defaults.nsamples)
-    parser.add_argument("--seqlen", type=int, default=defaults.seqlen)
-    parser.add_argument("--eval-windows", type=int, default=defaults.eval_windows)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda")
-    parser.add_argument(
-        "--dtype", default=defaults.dtype, help="model dtype: float32, bfloat16 or float16"
-    )
-    parser.add_argument(
-        "--proxy-every",
-        type=int,
-        default=defaults.proxy_every,
-        help="proxy perplexity every N blocks; 0 = off",
-    )
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The setup form's starting config (not validated: setup shows what is wrong)."""
-    return RunConfig(
-        model=args.model,
-        calib=args.calib,
-        eval=args.eval,
-        method=args.method,
-        weight_sparsity=args.weight_sparsity,
-        pattern=args.pattern,
-        act_sparsity=args.act_sparsity,
-        act_rule=args.act_rule,
-        alpha=args.alpha,
-        damping=args.damping,
-        nsamples=args.nsamples,
-        seqlen=args.seqlen,
-        eval_windows=args.eval_windows,
-        seed=args.seed,
-        device=args.device,
-        dtype=args.dtype,
-        proxy_every=args.proxy_every,
-    )
-
-
 def make_app(argv: Sequence[str] | None = None, **overrides: object) -> DuoGPTApp:
     """The App for a command line (shared by :func:`main` and the tests).
+
+    The arguments are parsed by :func:`duogpt_tui.tui_arguments.parse_arguments` (the run
+    options of the registry, as for ``duogpt prune``).
 
     Args:
         argv: the arguments (without the program name); None reads ``sys.argv``.
         overrides: keyword arguments for :class:`DuoGPTApp` (``source``, ``catalog``...).
 
     Raises:
-        InputError: RUN_DIR is not a run directory.
+        InputError: a bad option, or RUN_DIR is not a run directory.
+        SystemExit: ``--help`` was given.
     """
-    args = build_parser().parse_args(argv)
-    if args.run_dir is not None:
-        RunDir.open(args.run_dir)  # a one-line InputError before the screen takes over
-    options: dict[str, object] = {
-        "config": config_from_args(args),
-        "runs_dir": args.runs_dir,
-        "open_path": args.run_dir,
-    }
+    options = parse_arguments(argv)
+    if options["open_path"] is not None:
+        RunDir.open(options["open_path"])  # a one-line InputError before the screen takes over
     options.update(overrides)
-    return DuoGPTApp(**options)  # type: ignore[arg-type]
+    return DuoGPTApp(**options)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry ``duogpt-tui``: run the workbench; bad input is one line and exit code 2."""
+    """Console entry ``duogpt-tui``: run the workbench; bad input is one ``error:`` line, exit 2."""
     try:
         app = make_app(argv)
     except InputError as error:
-        print(f"duogpt-tui: {error}", file=sys.stderr)
-        raise SystemExit(error.exit_code) from None
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(ExitCode.INPUT) from None
     app.run()
-    raise SystemExit(app.return_code or 0)
+    raise SystemExit(app.return_code or ExitCode.OK)
 
 
 if __name__ == "__main__":

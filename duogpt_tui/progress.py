@@ -3,6 +3,10 @@
 :class:`RunDisplay` draws a run's events on stderr (a progress bar with ETA on a terminal, plain
 periodic lines otherwise); :func:`cancel_on_signals` turns SIGINT/SIGTERM into the run's cancel
 flag. stdout stays for results (see :mod:`duogpt_tui.cli`).
+
+The display folds the events into a :class:`~duogpt_tui.runview.RunView` as they come: the bar's
+description is the view's activity line and its ETA the view's, written as the TUI writes them
+(:mod:`duogpt_tui.eventtext`, :func:`duogpt_tui.formatting.eta`), so the two never disagree.
 """
 
 from __future__ import annotations
@@ -23,14 +27,30 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
-from duogpt_tui import summary
+from duogpt_tui.eventtext import activity, event_line
+from duogpt_tui.formatting import eta
+from duogpt_tui.runview import RunView
 from solver import events as ev
 
 PLAIN_PROGRESS_EVERY_S = 10.0
 """Without a terminal, a progress line per phase at most this often."""
+
+UNKNOWN_ETA = "ETA ?"
+"""What the blocks bar says before the first layer is solved (the view knows no ETA yet)."""
+
+LINE_KINDS = frozenset(
+    {
+        ev.RunStarted.kind,
+        ev.BlockFinished.kind,
+        ev.PerplexityMeasured.kind,
+        ev.Note.kind,
+        ev.Finished.kind,
+        ev.Cancelled.kind,
+    }
+)
+"""Events printed as a line on stderr (a failure is printed once the run ended, as an error)."""
 
 
 def notice(console: Console, text: str) -> None:
@@ -49,12 +69,14 @@ class RunDisplay:
     Attributes:
         console: the stderr console.
         live: whether a progress bar is drawn (the console is a terminal).
+        view: the run so far, folded from the events shown.
     """
 
     def __init__(self, console: Console, cancel: threading.Event | None = None) -> None:
         """Prepare the display (nothing is drawn until it is entered)."""
         self.console = console
         self.live = console.is_terminal
+        self.view = RunView()
         self._cancel = cancel
         self._cancel_said = False
         self._progress: Progress | None = None
@@ -72,8 +94,7 @@ class RunDisplay:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[eta]}"),
                 console=self.console,
             )
             self._progress.start()
@@ -92,25 +113,17 @@ class RunDisplay:
     def show(self, event: ev.Event) -> None:
         """Update the display for one event."""
         self._say_cancel()
+        self.view.add(event)
         if isinstance(event, ev.Progress):
             self._on_progress(event)
-        elif isinstance(event, ev.RunStarted):
-            self._on_started(event)
-        elif isinstance(event, ev.BlockStarted):
-            self._update_blocks(description=f"block {event.block + 1}/{event.n_blocks}")
-        elif isinstance(event, ev.LayerSolved):
-            self._update_blocks(description=f"block {event.block} {event.name}")
-        elif isinstance(event, ev.BlockFinished):
-            self._on_block(event)
-        elif isinstance(event, ev.PerplexityMeasured):
-            self._on_ppl(event)
-        elif isinstance(event, ev.Note):
-            self.line(f"{'warning' if event.level == 'warning' else 'note'}: {event.text}")
-        elif isinstance(event, ev.Finished):
-            self.line(f"finished in {event.seconds:.1f}s")
-        elif isinstance(event, ev.Cancelled):
-            where = f"in block {event.block}" if event.block >= 0 else "before pruning"
-            self.line(f"cancelled {where} ({event.reason})")
+            return
+        if isinstance(event, ev.RunStarted) and self._progress is not None:
+            self._blocks = self._progress.add_task(
+                "blocks", total=max(event.n_blocks, 1), eta=UNKNOWN_ETA
+            )
+        self._update_blocks(advance=1 if isinstance(event, ev.BlockFinished) else 0)
+        if event.kind in LINE_KINDS:
+            self.line(event_line(event).text)
 
     def _say_cancel(self) -> None:
         """Tell the user once that cancellation was asked for."""
@@ -118,67 +131,44 @@ class RunDisplay:
             self._cancel_said = True
             self.line("cancelling at the next layer (press Ctrl-C again to stop at once)")
 
-    def _on_started(self, event: ev.RunStarted) -> None:
-        """Describe the run and start the blocks bar."""
-        self.line(
-            f"{event.model}: {event.family}, {event.n_blocks} blocks, {event.n_layers} layers, "
-            f"on {event.device}"
-        )
-        if self._progress is not None:
-            self._blocks = self._progress.add_task("blocks", total=max(event.n_blocks, 1))
-
     def _on_progress(self, event: ev.Progress) -> None:
-        """Update the phase bar, or print a throttled plain line."""
+        """Update the bars, or print a throttled plain line."""
         if self._progress is not None:
-            self._update_phase(event)
+            if event.phase == "prune" and self._blocks is not None:
+                self._update_blocks()
+            else:
+                self._update_phase(event)
             return
         now = time.monotonic()
         key = event.phase if event.phase == "prune" else f"{event.phase} {event.label}"
         if key != self._phase or now - self._last_line >= PLAIN_PROGRESS_EVERY_S:
             self._phase = key
             self._last_line = now
-            label = f" {event.label}" if event.label else ""
-            self.line(f"{event.phase}: {event.done}/{event.total}{label}")
+            self.line(event_line(event).text)
 
     def _update_phase(self, event: ev.Progress) -> None:
         """Show a non-block phase (load, eval, save...) on its own bar."""
         assert self._progress is not None
-        if event.phase == "prune" and self._blocks is not None:
-            self._update_blocks(description=event.label or "prune")
-            return
         description = f"{event.phase} {event.label}".strip()
         total = max(event.total, 1)
         if self._phase_task is None:
-            self._phase_task = self._progress.add_task(description, total=total)
-        elif description != self._phase:  # a new phase: restart its clock and ETA
-            self._progress.reset(self._phase_task, total=total, description=description)
+            self._phase_task = self._progress.add_task(description, total=total, eta="")
+        elif description != self._phase:  # a new phase: restart its clock
+            self._progress.reset(self._phase_task, total=total, description=description, eta="")
         self._phase = description
         self._progress.update(
             self._phase_task, description=description, total=total, completed=event.done
         )
 
-    def _update_blocks(self, description: str | None = None, advance: int = 0) -> None:
-        """Update the blocks bar (no-op without one)."""
+    def _update_blocks(self, advance: int = 0) -> None:
+        """Bring the blocks bar up to date with the view (no-op without one)."""
         if self._progress is not None and self._blocks is not None:
-            self._progress.update(self._blocks, description=description, advance=advance)
-
-    def _on_block(self, event: ev.BlockFinished) -> None:
-        """Advance the blocks bar and print the block's line."""
-        self._update_blocks(description=f"block {event.block} done", advance=1)
-        self.line(
-            f"block {event.block} done in {event.seconds:.1f}s: "
-            f"W {summary.percent(event.weight_sparsity)}, X {summary.percent(event.act_sparsity)}, "
-            f"peak {event.peak_memory_mb:.0f} MB"
-        )
-
-    def _on_ppl(self, event: ev.PerplexityMeasured) -> None:
-        """Print a perplexity with its protocol."""
-        where = f" after block {event.block}" if event.label == "proxy" else ""
-        self.line(
-            f"perplexity ({event.label}{where}): {summary.number(event.ppl)} "
-            f"[{event.text}, {event.windows}x{event.seqlen} tokens, "
-            f"X {summary.percent(event.act_sparsity)}]"
-        )
+            self._progress.update(
+                self._blocks,
+                description=activity(self.view),
+                advance=advance,
+                eta=eta(self.view.eta_seconds()) or ("" if self.view.terminal else UNKNOWN_ETA),
+            )
 
 
 @contextlib.contextmanager

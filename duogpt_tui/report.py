@@ -5,6 +5,10 @@ run's configuration), nothing reads a clock or the machine, dictionaries are wri
 order, and numbers use fixed formats. The same events always give a byte-identical report, so a
 report can be re-rendered from any run directory (``duogpt report``) and checked against a golden
 file. :func:`render_comparison` puts the headline figures of several runs side by side.
+
+Both read runs through :class:`~duogpt_tui.runview.RunView` (the one fold of the event stream)
+and write numbers with :mod:`duogpt_tui.formatting`; a run read from a damaged ``events.jsonl``
+lists what was skipped among its notes and warnings.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from duogpt_tui.runstore import summarize
+from duogpt_tui import formatting as fmt
+from duogpt_tui.runview import RunView
 from duogpt_tui.textplot import bar_chart, line_plot
 from solver import events as ev
 from solver.config import RunConfig
@@ -44,44 +49,45 @@ LAYER_TYPE_ORDER = ("q", "k", "v", "o", "gate", "up", "down")
 # --------------------------------------------------------------------- public API
 
 
-def render_markdown(events: Sequence[ev.Event], config: dict[str, Any] | None = None) -> str:
+def render_markdown(
+    events: Sequence[ev.Event] | RunView, config: dict[str, Any] | None = None
+) -> str:
     """Render the report of one run.
 
     Args:
-        events: the run's events in order (a partial list renders as an incomplete run).
+        events: the run's events in order (a partial list renders as an incomplete run), or
+            its view (``RunDir.view()``, which carries the warnings of reading it).
         config: the run's configuration (``RunConfig.to_dict()``); used only when the events
-            carry none (a run that failed before it started).
+            carry none (a run that failed before it started), and not with a view.
 
     Returns:
         Markdown text ending with one newline.
     """
-    started = next((e for e in events if isinstance(e, ev.RunStarted)), None)
-    run_config = dict(started.config) if started and started.config else dict(config or {})
-    head = summarize(events, run_config)
+    view = _view(events, config)
     parts = [
-        _title(head, run_config),
-        _status(events, head),
-        _headline(events, head, run_config),
-        _what_was_run(started, run_config, events),
-        _configuration(run_config),
-        _per_block(events),
-        _per_layer(events),
-        _alpha_choice(events),
-        _error_plot(events),
-        _density_plot(events),
-        _decode_speedup(events),
-        _proxy(events),
-        _notes(events),
-        _failure_detail(events),
+        _title(view),
+        _status(view),
+        _headline(view),
+        _what_was_run(view),
+        _configuration(view.config),
+        _per_block(view),
+        _per_layer(view),
+        _alpha_choice(view),
+        _error_plot(view),
+        _density_plot(view),
+        _decode_speedup(view),
+        _proxy(view),
+        _notes(view),
+        _failure_detail(view),
     ]
     return "\n\n".join(part for part in parts if part).rstrip("\n") + "\n"
 
 
-def render_comparison(runs: Sequence[tuple[str, Sequence[ev.Event]]]) -> str:
+def render_comparison(runs: Sequence[tuple[str, Sequence[ev.Event] | RunView]]) -> str:
     """Render the headline figures of several runs side by side.
 
     Args:
-        runs: (name, events) per run, in the order to show them.
+        runs: (name, events or view) per run, in the order to show them.
 
     Returns:
         Markdown text ending with one newline.
@@ -89,6 +95,7 @@ def render_comparison(runs: Sequence[tuple[str, Sequence[ev.Event]]]) -> str:
     lines = ["# DuoGPT run comparison", ""]
     if not runs:
         return "\n".join([*lines, "No runs to compare."]) + "\n"
+    views = [(name, _view(events)) for name, events in runs]
     header = (
         "run",
         "status",
@@ -104,13 +111,9 @@ def render_comparison(runs: Sequence[tuple[str, Sequence[ev.Event]]]) -> str:
         "time",
         "peak memory",
     )
-    rows = [_comparison_row(name, events) for name, events in runs]
+    rows = [_comparison_row(name, view) for name, view in views]
     lines += _table(header, rows, align="lllllrrrrrrrr")
-    protocols = {
-        name: _protocol_text(events)
-        for name, events in runs
-        if any(isinstance(e, ev.PerplexityMeasured) for e in events)
-    }
+    protocols = {name: _protocol_text(view) for name, view in views if view.perplexities}
     if len(set(protocols.values())) > 1:
         lines += ["", "Perplexities were measured with different protocols; compare with care:", ""]
         lines += [f"- {_cell(name)}: {text}" for name, text in protocols.items()]
@@ -122,15 +125,20 @@ def render_comparison(runs: Sequence[tuple[str, Sequence[ev.Event]]]) -> str:
 # --------------------------------------------------------------------- sections
 
 
-def _title(head: dict[str, Any], config: dict[str, Any]) -> str:
+def _view(events: Sequence[ev.Event] | RunView, config: dict[str, Any] | None = None) -> RunView:
+    """The view of a run given as events (with its configuration) or as a view already."""
+    return events if isinstance(events, RunView) else RunView.of(events, config)
+
+
+def _title(view: RunView) -> str:
     """The title and a one-line description of the run."""
-    model = head["model"] or str(config.get("model", "")) or "unknown model"
-    method = head["method"] or str(config.get("method", "")) or "unknown method"
+    model = view.model or str(view.config.get("model", "")) or "unknown model"
+    method = view.method or "unknown method"
     lines = [f"# DuoGPT run report: {model}", ""]
-    target_w = head["target_weight_sparsity"]
-    pattern = str(config.get("pattern", "")) or "unstructured"
-    target_x = head["target_act_sparsity"]
-    rule = str(config.get("act_rule", ""))
+    target_w = view.target_weight_sparsity
+    pattern = view.pattern or "unstructured"
+    target_x = view.target_act_sparsity
+    rule = str(view.config.get("act_rule", ""))
     description = f"Method **{method}**"
     if target_w is not None:
         description += f", weight sparsity {_pct(target_w)} ({pattern})"
@@ -141,20 +149,20 @@ def _title(head: dict[str, Any], config: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _status(events: Sequence[ev.Event], head: dict[str, Any]) -> str:
+def _status(view: RunView) -> str:
     """One line that says how the run ended."""
-    terminal = next((e for e in events if ev.is_terminal(e)), None)
-    of_blocks = f" of {head['n_blocks']}" if head["n_blocks"] else ""
+    terminal = view.terminal
+    of_blocks = f" of {view.n_blocks}" if view.n_blocks else ""
     if isinstance(terminal, ev.Finished):
         return f"**Status: finished** in {_seconds(terminal.seconds)}."
     if isinstance(terminal, ev.Cancelled):
-        done = {e.block for e in events if isinstance(e, ev.BlockFinished)}
+        done = {e.block for e in view.blocks}
         where = f"at block {terminal.block}{of_blocks}" if terminal.block >= 0 else "before pruning"
         if terminal.block in done:  # stopped between blocks or in the final evaluation
             where = f"once block {terminal.block}{of_blocks} was pruned"
         return (
             f"**Status: cancelled** {where} ({terminal.reason}) after "
-            f"{_seconds(terminal.t)}; {head['blocks_done']} block(s) were pruned. "
+            f"{_seconds(terminal.t)}; {view.blocks_done} block(s) were pruned. "
             "The figures below cover what was done before it stopped."
         )
     if isinstance(terminal, ev.Failed):
@@ -163,16 +171,16 @@ def _status(events: Sequence[ev.Event], head: dict[str, Any]) -> str:
         return f"**Status: failed** {where} ({kind}): {terminal.error}"
     return (
         "**Status: incomplete**: there is no final event, so the run is still running or was "
-        f"interrupted (killed); {head['blocks_done']} block(s) were pruned."
+        f"interrupted (killed); {view.blocks_done} block(s) were pruned."
     )
 
 
-def _headline(events: Sequence[ev.Event], head: dict[str, Any], config: dict[str, Any]) -> str:
+def _headline(view: RunView) -> str:
     """The perplexity table and the run's headline figures."""
     lines = ["## Headline", ""]
-    measured = _headline_perplexities(events)
-    dense = head["ppl_dense"]
-    method = head["method"] or str(config.get("method", ""))
+    measured = _headline_perplexities(view)
+    dense = view.ppl_dense
+    method = view.method
     rows = []
     for label, event in measured:
         name = PPL_LABELS[label] + (f" ({method})" if label == "pruned" and method else "")
@@ -197,32 +205,31 @@ def _headline(events: Sequence[ev.Event], head: dict[str, Any], config: dict[str
         ),
         [
             (
-                _pct(head["target_weight_sparsity"]),
-                _pct(head["weight_sparsity"]),
-                _pct(head["target_act_sparsity"]),
-                _pct(head["act_sparsity"]),
-                _seconds(head["seconds"]),
-                _megabytes(head["peak_memory_mb"]),
-                _blocks_done(head),
+                _pct(view.target_weight_sparsity),
+                _pct(view.weight_sparsity),
+                _pct(view.target_act_sparsity),
+                _pct(view.act_sparsity),
+                _seconds(view.seconds),
+                _megabytes(view.peak_memory_mb),
+                _blocks_done(view),
             )
         ],
         align="rrrrrrr",
     )
-    lines += ["", f"Perplexity protocol: {_protocol_text(events)}."]
+    lines += ["", f"Perplexity protocol: {_protocol_text(view)}."]
     lines.append(
         "Measured activation sparsity is the fraction of zeroed layer inputs during the final "
         "evaluation (over the calibration data when no evaluation ran)."
     )
-    timings = _final_timings(events)
+    timings = _final_timings(view)
     if timings:
         lines.append(f"Time by part: {timings}.")
     return "\n".join(lines)
 
 
-def _what_was_run(
-    started: ev.RunStarted | None, config: dict[str, Any], events: Sequence[ev.Event]
-) -> str:
+def _what_was_run(view: RunView) -> str:
     """Model, data, protocol, device, host and versions."""
+    started, config = view.started, view.config
     lines = ["## What was run", ""]
     if started is None:
         model = config.get("model", NA)
@@ -231,8 +238,8 @@ def _what_was_run(
         lines.append(
             f"- Model: `{started.model}` (family {started.family or NA}, dtype {started.dtype}, "
             f"{started.n_blocks} decoder blocks, {started.n_layers} prunable linear layers, "
-            f"{_count(started.n_params)} parameters of which "
-            f"{_count(started.n_prunable_params)} prunable)"
+            f"{fmt.count(started.n_params)} parameters of which "
+            f"{fmt.count(started.n_prunable_params)} prunable)"
         )
     if config:
         lines.append(
@@ -243,7 +250,7 @@ def _what_was_run(
     eval_protocol = calib.pop("eval", None)
     calib_text = _pairs(calib) if calib else _calib_from_config(config)
     lines.append(f"- Calibration data: {calib_text}")
-    eval_text = _protocol_text(events, config)
+    eval_text = _protocol_text(view, config)
     if isinstance(eval_protocol, dict) and eval_protocol:
         eval_text += f" ({_pairs(eval_protocol)})"
     lines.append(f"- Evaluation: {eval_text}")
@@ -266,9 +273,9 @@ def _configuration(config: dict[str, Any]) -> str:
     return "\n".join(["### Configuration", "", *_table(("option", "value"), rows, align="ll")])
 
 
-def _per_block(events: Sequence[ev.Event]) -> str:
+def _per_block(view: RunView) -> str:
     """One row per pruned block."""
-    blocks = [e for e in events if isinstance(e, ev.BlockFinished)]
+    blocks = view.blocks
     if not blocks:
         return ""
     parts = _ordered_keys(key for block in blocks for key in block.timings)
@@ -283,20 +290,20 @@ def _per_block(events: Sequence[ev.Event]) -> str:
     rows = [
         (
             str(b.block),
-            f"{b.seconds:.2f}",
+            fmt.number(b.seconds),
             _pct(b.weight_sparsity),
             _pct(b.act_sparsity),
             _megabytes(b.peak_memory_mb),
-            *(f"{b.timings[p]:.2f}" if p in b.timings else NA for p in parts),
+            *(fmt.number(b.timings[p]) if p in b.timings else NA for p in parts),
         )
         for b in blocks
     ]
     return "\n".join(["## Per block", "", *_table(header, rows, align="r" * len(header))])
 
 
-def _per_layer(events: Sequence[ev.Event]) -> str:
+def _per_layer(view: RunView) -> str:
     """One row per pruned linear layer."""
-    layers = [e for e in events if isinstance(e, ev.LayerSolved)]
+    layers = view.layers
     if not layers:
         return ""
     header = (
@@ -316,12 +323,12 @@ def _per_layer(events: Sequence[ev.Event]) -> str:
             str(layer.block),
             f"`{layer.name}`",
             "x".join(str(n) for n in layer.shape) or NA,
-            _error(layer.error_before),
-            _error(layer.error_after),
+            fmt.scientific(layer.error_before),
+            fmt.scientific(layer.error_after),
             _pct(layer.weight_sparsity),
             _pct(layer.act_sparsity),
-            f"{layer.seconds:.2f}",
-            _number(layer.damping),
+            fmt.number(layer.seconds),
+            fmt.general(layer.damping),
             str(layer.retries),
         )
         for layer in layers
@@ -335,14 +342,14 @@ def _per_layer(events: Sequence[ev.Event]) -> str:
     return "\n".join(lines)
 
 
-def _alpha_choice(events: Sequence[ev.Event]) -> str:
+def _alpha_choice(view: RunView) -> str:
     """DuoGPT's alpha per layer, and why, when it was chosen on held-out calibration data."""
-    layers = [e for e in events if isinstance(e, ev.LayerSolved) and e.heldout]
+    layers = [e for e in view.layers if e.heldout]
     if not layers:
         return ""
     chosen: dict[str, int] = {}
     for layer in layers:
-        chosen[_number(layer.alpha)] = chosen.get(_number(layer.alpha), 0) + 1
+        chosen[fmt.general(layer.alpha)] = chosen.get(fmt.general(layer.alpha), 0) + 1
     counts = ", ".join(f"alpha {a} in {n} layers" for a, n in sorted(chosen.items()))
     candidates = sorted(layers[0].heldout, key=float)
     header = ("block", "layer", *(f"held-out error, alpha {a}" for a in candidates), "alpha used")
@@ -350,8 +357,8 @@ def _alpha_choice(events: Sequence[ev.Event]) -> str:
         (
             str(layer.block),
             f"`{layer.name}`",
-            *(_error(layer.heldout[a]) if a in layer.heldout else NA for a in candidates),
-            _number(layer.alpha),
+            *(fmt.scientific(layer.heldout[a]) if a in layer.heldout else NA for a in candidates),
+            fmt.general(layer.alpha),
         )
         for layer in layers
     ]
@@ -365,9 +372,9 @@ def _alpha_choice(events: Sequence[ev.Event]) -> str:
     return "\n".join(lines)
 
 
-def _error_plot(events: Sequence[ev.Event]) -> str:
+def _error_plot(view: RunView) -> str:
     """A log-scale text plot of reconstruction error per layer, in solve order."""
-    layers = [e for e in events if isinstance(e, ev.LayerSolved)]
+    layers = view.layers
     if not layers:
         return ""
     plot = line_plot(
@@ -383,9 +390,9 @@ def _error_plot(events: Sequence[ev.Event]) -> str:
     return "\n".join(["## Reconstruction error per layer", "", "```text", plot, "```"])
 
 
-def _density_plot(events: Sequence[ev.Event]) -> str:
+def _density_plot(view: RunView) -> str:
     """The per-row weight-density histogram, summed over all layers."""
-    layers = [e for e in events if isinstance(e, ev.LayerSolved) and e.histogram]
+    layers = [e for e in view.layers if e.histogram]
     if not layers:
         return ""
     edges = list(layers[0].histogram_edges)
@@ -410,9 +417,9 @@ def _density_plot(events: Sequence[ev.Event]) -> str:
     return "\n".join(lines)
 
 
-def _decode_speedup(events: Sequence[ev.Event]) -> str:
+def _decode_speedup(view: RunView) -> str:
     """Decode speedup bounds from the layers' cost figures (:mod:`solver.math.speedup`)."""
-    layers = [e for e in events if isinstance(e, ev.LayerSolved) and e.decode]
+    layers = [e for e in view.layers if e.decode]
     if not layers:
         return ""
     by_type: dict[str, list[dict[str, float]]] = {}
@@ -471,9 +478,9 @@ def _ratio(value: float) -> str:
     return f"{value:.2f}x" if math.isfinite(value) else NA
 
 
-def _proxy(events: Sequence[ev.Event]) -> str:
+def _proxy(view: RunView) -> str:
     """Proxy perplexities measured during the run, if any."""
-    proxies = [e for e in events if isinstance(e, ev.PerplexityMeasured) and e.label == "proxy"]
+    proxies = view.proxies
     if not proxies:
         return ""
     rows = [(str(p.block), _ppl(p.ppl), f"{p.windows}x{p.seqlen}") for p in proxies]
@@ -481,21 +488,21 @@ def _proxy(events: Sequence[ev.Event]) -> str:
     return "\n".join(["## Proxy perplexity during the run", "", *table])
 
 
-def _notes(events: Sequence[ev.Event]) -> str:
-    """Notes and warnings, in the order they came."""
-    notes = [e for e in events if isinstance(e, ev.Note)]
-    if not notes:
+def _notes(view: RunView) -> str:
+    """Notes and warnings, in the order they came, then what was wrong reading the run."""
+    if not view.notes and not view.warnings:
         return ""
     lines = ["## Notes and warnings", ""]
-    for note in notes:
+    for note in view.notes:
         level = "**warning**" if note.level == "warning" else note.level or "info"
         lines.append(f"- {level}: {_one_line(note.text)}")
+    lines += [f"- **warning**: {_one_line(text)}" for text in view.warnings]
     return "\n".join(lines)
 
 
-def _failure_detail(events: Sequence[ev.Event]) -> str:
+def _failure_detail(view: RunView) -> str:
     """The failure's traceback, when the failed event carries one."""
-    failed = next((e for e in events if isinstance(e, ev.Failed)), None)
+    failed = view.failed
     if failed is None or not failed.detail.strip():
         return ""
     return "\n".join(["## Error detail", "", "```text", failed.detail.rstrip(), "```"])
@@ -504,21 +511,15 @@ def _failure_detail(events: Sequence[ev.Event]) -> str:
 # --------------------------------------------------------------------- section helpers
 
 
-def _headline_perplexities(
-    events: Sequence[ev.Event],
-) -> list[tuple[str, ev.PerplexityMeasured]]:
+def _headline_perplexities(view: RunView) -> list[tuple[str, ev.PerplexityMeasured]]:
     """The last dense, dense+act and pruned perplexity events, in that order."""
-    out = []
-    for label in PPL_LABELS:
-        found = [e for e in events if isinstance(e, ev.PerplexityMeasured) and e.label == label]
-        if found:
-            out.append((label, found[-1]))
-    return out
+    found = ((label, view.perplexity(label)) for label in PPL_LABELS)
+    return [(label, event) for label, event in found if event is not None]
 
 
-def _protocol_text(events: Sequence[ev.Event], config: dict[str, Any] | None = None) -> str:
+def _protocol_text(view: RunView, config: dict[str, Any] | None = None) -> str:
     """How perplexity was measured: text, windows x tokens (from the events, else the config)."""
-    measured = [e for e in events if isinstance(e, ev.PerplexityMeasured) and e.label in PPL_LABELS]
+    measured = [e for e in view.perplexities if e.label in PPL_LABELS]
     if measured:
         seen = []
         for e in measured:
@@ -550,41 +551,40 @@ def _calib_from_config(config: dict[str, Any]) -> str:
     )
 
 
-def _final_timings(events: Sequence[ev.Event]) -> str:
+def _final_timings(view: RunView) -> str:
     """The finished event's time split, as text."""
-    finished = next((e for e in events if isinstance(e, ev.Finished)), None)
+    finished = view.finished
     if finished is None or not finished.timings:
         return ""
     keys = _ordered_keys(finished.timings)
     return ", ".join(f"{key} {_seconds(finished.timings[key])}" for key in keys)
 
 
-def _comparison_row(name: str, events: Sequence[ev.Event]) -> tuple[str, ...]:
+def _comparison_row(name: str, view: RunView) -> tuple[str, ...]:
     """One run's row in the comparison table."""
-    head = summarize(events)
-    dense, pruned = head["ppl_dense"], head["ppl"]
+    dense, pruned = view.ppl_dense, view.ppl
     ratio = f"{pruned / dense:.2f}x" if dense and pruned is not None and _finite(pruned) else NA
     return (
         _cell(name),
-        head["status"],
-        _cell(head["model"] or NA),
-        head["method"] or NA,
-        head["pattern"] or NA,
-        _pct(head["weight_sparsity"]),
-        _pct(head["act_sparsity"]),
+        view.status,
+        _cell(view.model or NA),
+        view.method or NA,
+        view.pattern or NA,
+        _pct(view.weight_sparsity),
+        _pct(view.act_sparsity),
         _ppl(dense),
-        _ppl(head["ppl_dense_act"]),
+        _ppl(view.ppl_dense_act),
         _ppl(pruned),
         ratio,
-        _seconds(head["seconds"]),
-        _megabytes(head["peak_memory_mb"]),
+        _seconds(view.seconds),
+        _megabytes(view.peak_memory_mb),
     )
 
 
-def _blocks_done(head: dict[str, Any]) -> str:
+def _blocks_done(view: RunView) -> str:
     """Blocks pruned, out of how many when known."""
-    total = head["n_blocks"]
-    return f"{head['blocks_done']}/{total}" if total else str(head["blocks_done"])
+    total = view.n_blocks
+    return f"{view.blocks_done}/{total}" if total else str(view.blocks_done)
 
 
 def _ordered_keys(keys: Iterable[str]) -> list[str]:
@@ -616,43 +616,22 @@ def _finite(value: float | None) -> bool:
 
 def _pct(value: float | None) -> str:
     """A fraction as a percentage with one decimal."""
-    return NA if value is None or not math.isfinite(value) else f"{value * 100:.1f}%"
+    return fmt.percent(value, NA)
 
 
 def _ppl(value: float | None) -> str:
     """A perplexity with two decimals."""
-    if value is None:
-        return NA
-    return f"{value:.2f}" if math.isfinite(value) else str(value)
+    return fmt.perplexity(value, NA)
 
 
 def _seconds(value: float | None) -> str:
     """Seconds with one decimal."""
-    return NA if value is None else f"{value:.1f} s"
+    return fmt.seconds(value, NA)
 
 
 def _megabytes(value: float | None) -> str:
     """Megabytes, rounded."""
-    return NA if value is None or value <= 0 else f"{value:.0f} MB"
-
-
-def _error(value: float) -> str:
-    """A reconstruction error in scientific notation."""
-    return f"{value:.3e}" if math.isfinite(value) else str(value)
-
-
-def _number(value: float) -> str:
-    """A short general number."""
-    return f"{value:.4g}"
-
-
-def _count(value: int) -> str:
-    """A parameter count in millions (or thousands for small models)."""
-    if value >= 10**6:
-        return f"{value / 10**6:.1f}M"
-    if value >= 10**3:
-        return f"{value / 10**3:.1f}k"
-    return str(value)
+    return fmt.megabytes(value, NA)
 
 
 def _config_value(value: Any) -> str:

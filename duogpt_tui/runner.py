@@ -5,6 +5,13 @@ appends every event to the run directory before handing it on, and guarantees th
 directory always says how the run ended: exactly one terminal event, a ``report.md`` and no lock
 left behind — also when the solver raises, stops early, or the consumer stops reading.
 
+The runner is the one place that decides how a run ended. The solver yields
+:class:`~solver.events.Finished` (its totals) when it gets to the end and raises
+:class:`~solver.run.stop.RunStopped` when it does not; :func:`terminal_event` turns that (or
+any other exception) into the run's :class:`~solver.events.Failed` or
+:class:`~solver.events.Cancelled`, which is recorded and then yielded — the consumer shows the
+very event that went to disk, and never makes one of its own.
+
 ``solver.run.pipeline`` (torch, transformers) is imported only when a run starts, so importing this
 module (and ``duogpt --help``) stays fast.
 """
@@ -13,26 +20,29 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Iterator
-from typing import Protocol
 
 from duogpt_tui import report
 from duogpt_tui.runstore import RunDir
 from solver import events as ev
 from solver.config import RunConfig
-from solver.errors import InputError
+from solver.errors import DuoGPTError, InputError
+from solver.run.stop import CancelToken, RunCancelled, RunStopped
 
-
-class CancelToken(Protocol):
-    """Anything with ``is_set()`` (a ``threading.Event``, a Textual worker's cancelled event)."""
-
-    def is_set(self) -> bool:
-        """True once cancellation was asked for."""
-        ...
-
+__all__ = [
+    "CancelToken",
+    "Source",
+    "ending_after_error",
+    "execute",
+    "pipeline_source",
+    "preflight",
+    "terminal_event",
+]
 
 Source = Callable[..., Iterator[ev.Event]]
 """An event source: ``source(config, cancel, workdir)``, like ``solver.run.pipeline.run``; a source
-that can continue a run also takes ``resume=True`` (see :func:`execute`)."""
+that can continue a run also takes ``resume=True`` (see :func:`execute`). A source ends with
+:class:`~solver.events.Finished`, or by raising; a replay of a recorded run may also end with the
+terminal event it replays."""
 
 
 def pipeline_source() -> Source:
@@ -62,8 +72,10 @@ def execute(
 ) -> Iterator[ev.Event]:
     """Run ``source`` and record every event in ``run_dir``, yielding each one as it comes.
 
-    The run directory always ends with exactly one terminal event: the source's own; else a
-    :class:`~solver.events.Failed` when the source raises or stops without one; else a
+    The run directory always ends with exactly one terminal event: the source's own
+    :class:`~solver.events.Finished`; else the :func:`terminal_event` of what the source raised
+    (a :class:`~solver.events.Failed` or :class:`~solver.events.Cancelled`); else a
+    :class:`~solver.events.Failed` when the source stops without one; else a
     :class:`~solver.events.Cancelled` when the consumer closes this generator early (or a
     ``KeyboardInterrupt`` goes through it). Then ``report.md`` is rendered and the lock released.
 
@@ -77,13 +89,68 @@ def execute(
             are appended after the ones kept.
 
     Yields:
-        Every event of the run, the terminal one last.
+        Every event of the run, the terminal one last (the same objects that were recorded).
     """
     recorder = _Recorder(run_dir)
     try:
         yield from _drive(recorder, config, cancel, source, resume)
     finally:
         recorder.finish(config)
+
+
+def terminal_event(error: BaseException, t: float = 0.0, block: int = -1) -> ev.Event:
+    """The terminal event of a run that ended by raising ``error``.
+
+    A :class:`~solver.run.stop.RunStopped` brings its own time, block and phase, and its cause
+    says why. A cancel becomes :class:`~solver.events.Cancelled`; a
+    :class:`~solver.errors.DuoGPTError` a :class:`~solver.events.Failed` with its one line
+    (category ``input`` for an :class:`~solver.errors.InputError`); anything else a failure
+    marked unexpected. The traceback goes into ``detail``.
+
+    Args:
+        error: what the source (or the runner) raised.
+        t: the time of the run's last event (used when ``error`` does not say).
+        block: the block being pruned (used when ``error`` does not say).
+    """
+    cause: BaseException = error
+    reason = ""
+    if isinstance(error, RunStopped):
+        t, block = error.t, error.block
+        cause = error.__cause__ or error
+        reason = f"cancelled {error.phase}"
+    if isinstance(cause, RunCancelled):
+        return ev.Cancelled(t=t, block=block, reason=reason or str(cause) or "cancelled")
+    lines = str(cause).strip().splitlines()
+    message = lines[0] if lines else ""
+    category = "input" if isinstance(cause, InputError) else "run"
+    if not isinstance(cause, DuoGPTError):
+        message = f"unexpected {type(cause).__name__}" + (f": {message}" if message else "")
+        message += " (see events.jsonl for the traceback; --debug shows it)"
+    detail = "".join(traceback.format_exception(cause))
+    return ev.Failed(t=t, error=message, block=block, category=category, detail=detail)
+
+
+def ending_after_error(config: RunConfig, run_dir: RunDir, error: BaseException) -> ev.Event:
+    """How a run ended when iterating :func:`execute` raised ``error`` (a bug in the runner).
+
+    Close the :func:`execute` generator first. Returns the terminal event already recorded in
+    ``run_dir``; else records the :func:`terminal_event` of ``error`` there now (then the report,
+    and the lock is released) and returns it. Never raises for a run directory it cannot read or
+    write: what could not be written is said in ``run_dir.notes``.
+    """
+    try:
+        events = run_dir.events()
+    except Exception:  # a damaged events.jsonl: record the ending after what is there
+        events = []
+    recorded = next((e for e in reversed(events) if ev.is_terminal(e)), None)
+    if recorded is not None:
+        return recorded
+    recorder = _Recorder(run_dir)
+    recorder.last_t = max((e.t for e in events), default=0.0)
+    recorder.block = next((e.block for e in reversed(events) if isinstance(e, ev.BlockStarted)), -1)
+    event = recorder.conclude(terminal_event(error, recorder.last_t, recorder.block))
+    recorder.finish(config)
+    return event
 
 
 def _drive(
@@ -93,7 +160,7 @@ def _drive(
     source: Source | None,
     resume: bool = False,
 ) -> Iterator[ev.Event]:
-    """Iterate the source, recording each event; turn errors and a missing end into failures."""
+    """Iterate the source, recording each event; turn how it stopped into its terminal event."""
     try:
         extra = {"resume": True} if resume else {}
         events = (source or pipeline_source())(config, cancel, recorder.run_dir.path, **extra)
@@ -105,11 +172,11 @@ def _drive(
             close = getattr(events, "close", None)
             if close is not None:
                 close()
-    except Exception as exc:  # a solver bug or an unexpected error: the run must still end
+    except Exception as exc:  # the run stopped early, or a solver bug: the run must still end
         if recorder.terminal is None:
-            yield recorder.fail(exc)
+            yield recorder.conclude(terminal_event(exc, recorder.last_t, recorder.block))
     if recorder.terminal is None:
-        yield recorder.record_new(
+        yield recorder.conclude(
             ev.Failed(
                 t=recorder.last_t,
                 error="the solver stopped without saying how the run ended (a solver bug): "
@@ -149,25 +216,21 @@ class _Recorder:
             self.terminal = event
         return True
 
-    def record_new(self, event: ev.Event) -> ev.Event:
-        """Append an event made here and return it."""
-        self.record(event)
-        return event
+    def conclude(self, event: ev.Event) -> ev.Event:
+        """Record the terminal event made here and return it.
 
-    def fail(self, exc: BaseException) -> ev.Event:
-        """Record a failed event for an exception that escaped the source."""
-        category = "input" if isinstance(exc, InputError) else "run"
-        text = str(exc).strip()
-        message = text.splitlines()[0] if text else ""
-        if category == "run":
-            message = f"unexpected {type(exc).__name__}" + (f": {message}" if message else "")
-            message += " (see events.jsonl for the traceback; --debug shows it)"
-        detail = "".join(traceback.format_exception(exc))
-        return self.record_new(
-            ev.Failed(
-                t=self.last_t, error=message, block=self.block, category=category, detail=detail
+        If it cannot be written, it still ends the recording (and is returned, so the consumer
+        shows how the run ended); ``run_dir.notes`` says that the run directory lacks it.
+        """
+        try:
+            self.record(event)
+        except Exception as exc:  # a full disk, a removed directory: say so, end anyway
+            self.terminal = event
+            self.run_dir.notes.append(
+                f"could not record how the run ended ({event.kind}) in events.jsonl: "
+                f"{type(exc).__name__}: {exc}"
             )
-        )
+        return event
 
     def finish(self, config: RunConfig) -> None:
         """End the recording: a cancelled event if none is terminal, the report, the lock."""
@@ -176,7 +239,7 @@ class _Recorder:
         self._finished = True
         try:
             if self.terminal is None:
-                self.record(
+                self.conclude(
                     ev.Cancelled(
                         t=self.last_t, block=self.block, reason="stopped before the run ended"
                     )

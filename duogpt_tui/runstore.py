@@ -5,6 +5,12 @@ A run directory holds ``config.json`` (the :class:`~solver.config.RunConfig`), `
 While a run writes to it, ``run.lock`` names its owner (pid, host, start time), so a second
 writer is refused and a run killed with ``kill -9`` reads back as *interrupted*.
 
+This module owns the names of those files (the ones the solver needs too come from
+:mod:`solver.io.run_files` and are re-exported here); nothing else spells them out. A run is read
+back as a :class:`~duogpt_tui.runview.RunView` (:meth:`RunDir.view`); a corrupt line in
+``events.jsonl`` is skipped and reported in the view's warnings rather than making the run
+unreadable (:mod:`duogpt_tui.eventfile`).
+
 Only plain files and JSON live here; no torch, no textual, no rich.
 """
 
@@ -12,33 +18,42 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from duogpt_tui.eventfile import EventFile as EventFile
+from duogpt_tui.eventfile import json_object, read_event_file
+from duogpt_tui.eventfile import read_events as read_events
+from duogpt_tui.runview import RunView
 from solver import events as ev
 from solver.config import RunConfig
 from solver.errors import InputError
+from solver.io.run_files import ACT_SETTINGS_FILE as ACT_SETTINGS_FILE  # re-exported
+from solver.io.run_files import CHECKPOINT_STATE, CHECKPOINTS_DIR, EVENTS_FILE, MODEL_DIR
 
 RUNS_ROOT = Path("runs")
 """Where new runs go by default (relative to the working directory)."""
 
 CONFIG_FILE = "config.json"
-EVENTS_FILE = "events.jsonl"
+"""The run's configuration (``RunConfig.to_dict()``)."""
+
 REPORT_FILE = "report.md"
+"""The run's Markdown report."""
+
 LOCK_FILE = "run.lock"
-MODEL_DIR = "model"
-CHECKPOINTS_DIR = "checkpoints"
-CHECKPOINT_STATE = "state.json"
-"""In ``CHECKPOINTS_DIR``: the last complete block (written by ``solver.io.checkpoint``)."""
+"""Who is writing the run (pid, host, start time), while a run writes it."""
+
+COMPARISON_FILE = "comparison.md"
+"""In a runs folder: where a comparison of runs is exported by default."""
 
 RUN_FILES = (CONFIG_FILE, EVENTS_FILE, REPORT_FILE, LOCK_FILE)
 """The files a run writes; ``--overwrite`` removes exactly these (and :data:`RUN_DIRS`)."""
@@ -68,6 +83,7 @@ class RunSummary:
         ppl: the pruned model's perplexity, when measured.
         started: when the run directory was created (local time, ``YYYY-mm-dd HH:MM:SS``).
         seconds: the run's wall time so far (None without events).
+        warnings: what was wrong with the run's files (see :attr:`RunView.warnings`).
     """
 
     path: Path
@@ -82,6 +98,7 @@ class RunSummary:
     ppl: float | None
     started: str
     seconds: float | None
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the path as a string)."""
@@ -98,6 +115,7 @@ class RunSummary:
             "ppl": self.ppl,
             "started": self.started,
             "seconds": self.seconds,
+            "warnings": list(self.warnings),
         }
 
 
@@ -107,7 +125,8 @@ class RunDir:
 
     Attributes:
         path: the directory.
-        notes: notices for the user gathered while creating it (e.g. a stale lock taken over).
+        notes: notices for the user gathered while creating or reading it (a stale lock
+            taken over, corrupt lines of ``events.jsonl`` skipped).
         resumed_block: for :meth:`resume`, the last complete block the run continues after.
     """
 
@@ -212,7 +231,7 @@ class RunDir:
         _check_free_space(path)
         run_dir._acquire_lock()
         try:
-            terminal = _terminal(run_dir.events())
+            terminal = RunView.of(run_dir.events()).terminal
             if isinstance(terminal, ev.Finished):
                 raise InputError(
                     f"{path} holds a finished run: there is nothing to resume (start a new run)"
@@ -244,7 +263,7 @@ class RunDir:
         """Append one event as a JSON line, flushed (and fsynced unless it is progress).
 
         A process killed at any moment leaves ``events.jsonl`` valid line by line, except at
-        most a truncated last line, which :func:`read_events` skips.
+        most a truncated last line, which :func:`read_event_file` skips.
         """
         if self._events_file is None:
             self._events_file = open(self.path / EVENTS_FILE, "a", encoding="utf-8")  # noqa: SIM115
@@ -292,8 +311,34 @@ class RunDir:
     # ----------------------------------------------------------------- reading
 
     def events(self) -> list[ev.Event]:
-        """The run's events (a truncated last line is skipped)."""
-        return read_events(self.path / EVENTS_FILE)
+        """The run's events (corrupt lines are skipped: see :meth:`read`)."""
+        return self.read().events
+
+    def read(self) -> EventFile:
+        """Read ``events.jsonl``; what was wrong with it is added to :attr:`notes` (once).
+
+        Raises:
+            InputError: the file exists and cannot be read.
+        """
+        found = read_event_file(self.path / EVENTS_FILE)
+        self.notes.extend(w for w in found.warnings if w not in self.notes)
+        return found
+
+    def view(self, config: RunConfig | None = None) -> RunView:
+        """The run as a :class:`RunView` of its events, with the warnings of reading them.
+
+        Args:
+            config: the run's configuration when the caller has it; else it is read
+                (:meth:`config`), and a run without a readable one gets none.
+
+        Raises:
+            InputError: ``events.jsonl`` exists and cannot be read.
+        """
+        if config is None:
+            with contextlib.suppress(InputError):
+                config = self.config()
+        found = self.read()
+        return RunView.of(found.events, config.to_dict() if config else None, found.warnings)
 
     def config(self) -> RunConfig:
         """The run's configuration (from ``config.json``, else from the run-started event).
@@ -311,14 +356,17 @@ class RunDir:
                 return RunConfig.from_dict(event.config)
         raise InputError(f"{self.path} has no readable {CONFIG_FILE}")
 
-    def status(self) -> str:
+    def status(self, view: RunView | None = None) -> str:
         """How the run ended, or that it has not.
+
+        Args:
+            view: the run's view when the caller has it (else the events are read).
 
         Returns:
             ``finished``, ``cancelled`` or ``failed`` (its terminal event); ``running`` (no
             terminal event and the lock's owner is alive); ``interrupted`` (neither).
         """
-        terminal = _terminal(self.events())
+        terminal = (view if view is not None else RunView.of(self.events())).terminal
         if terminal is not None:
             return terminal.kind
         return "running" if self.lock_owner_alive() else "interrupted"
@@ -365,6 +413,8 @@ class RunDir:
     def _keep_events_until(self, block: int) -> None:
         """Cut ``events.jsonl`` after the last block-finished event of a block <= ``block``.
 
+        Corrupt lines are passed over (and kept, so that reading the run still warns of them).
+
         Raises:
             InputError: the events do not show that block finished, or no run started.
         """
@@ -372,15 +422,14 @@ class RunDir:
         lines = events_path.read_text(encoding="utf-8", errors="replace").split("\n")
         keep, started = None, False
         for number, line in enumerate(lines):
-            try:
-                data = json.loads(line) if line.strip() else {}
-            except ValueError:
-                break  # a torn last line (validated by read_events below)
-            kind = data.get("kind") if isinstance(data, dict) else None
+            data = json_object(line)
+            if data is None:
+                continue  # a blank, corrupt or torn line
+            kind = data.get("kind")
             started = started or kind == ev.RunStarted.kind
-            if kind == ev.BlockFinished.kind and int(data.get("block", -1)) <= block:
+            if kind == ev.BlockFinished.kind and _block_of(data) <= block:
                 keep = number
-        read_events(events_path)  # a corrupt middle line is an error, not something to cut
+        self.read()  # the warnings of a damaged file go to the notes
         if keep is None or not started:
             raise InputError(
                 f"the checkpoint in {self.path} is after block {block}, but events.jsonl does not "
@@ -405,47 +454,6 @@ class RunDir:
 # --------------------------------------------------------------------- module functions
 
 
-def read_events(path: Path) -> list[ev.Event]:
-    """Read an ``events.jsonl`` file.
-
-    Blank lines, a truncated (unparsable) last line and events of unknown kinds (from a newer
-    version) are skipped.
-
-    Args:
-        path: the file.
-
-    Returns:
-        The events in order; an empty list when the file does not exist.
-
-    Raises:
-        InputError: a line other than the last one is corrupt.
-    """
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {_os_reason(exc)}") from exc
-    lines = text.split("\n")
-    out: list[ev.Event] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except ValueError as exc:
-            if number == len(lines) and not text.endswith("\n"):
-                break  # the truncated last line of a killed writer
-            raise InputError(f"{path} line {number} is corrupt: {exc}") from exc
-        if not isinstance(data, dict) or data.get("kind") not in ev.EVENT_TYPES:
-            continue
-        try:
-            out.append(ev.from_dict(data))
-        except TypeError as exc:
-            raise InputError(f"{path} line {number} is not a valid event: {exc}") from exc
-    return out
-
-
 def list_runs(root: Path = RUNS_ROOT) -> list[RunSummary]:
     """Every run directory directly under ``root``, newest first (never raises on a broken run).
 
@@ -465,115 +473,15 @@ def list_runs(root: Path = RUNS_ROOT) -> list[RunSummary]:
     return [row[2] for row in rows]
 
 
-def summarize(events: Sequence[ev.Event], config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The headline numbers of a run, from its events alone.
-
-    Args:
-        events: the run's events, in order (a partial list is fine).
-        config: the run's configuration (``RunConfig.to_dict()``), used only when the events
-            hold no run-started event (a run that failed while loading).
-
-    Returns:
-        A dict with ``status`` (``finished|cancelled|failed``, or ``running`` when there is no
-        terminal event yet: a caller holding a run directory should prefer
-        :meth:`RunDir.status`), ``method``, ``model``, ``family``, ``pattern``, ``device``,
-        ``target_weight_sparsity``, ``target_act_sparsity``, ``weight_sparsity`` (achieved),
-        ``act_sparsity`` (measured), ``ppl_dense``, ``ppl_dense_act``, ``ppl``, ``seconds``,
-        ``peak_memory_mb``, ``blocks_done``, ``n_blocks``, ``layers_done``, ``n_layers``,
-        ``stopped_block`` (cancelled/failed: the block, else None), ``error`` (failed: the
-        message, else None) and ``category`` (failed: ``input`` or ``run``, else None).
-    """
-    started = next((e for e in events if isinstance(e, ev.RunStarted)), None)
-    config = started.config if started and started.config else dict(config or {})
-    layers = [e for e in events if isinstance(e, ev.LayerSolved)]
-    blocks = [e for e in events if isinstance(e, ev.BlockFinished)]
-    terminal = _terminal(events)
-    finished = terminal if isinstance(terminal, ev.Finished) else None
-    failed = terminal if isinstance(terminal, ev.Failed) else None
-    stopped = terminal.block if isinstance(terminal, ev.Cancelled | ev.Failed) else None
-    return {
-        "status": terminal.kind if terminal is not None else "running",
-        "method": str(config.get("method", "")),
-        "model": started.model if started else str(config.get("model", "")),
-        "family": started.family if started else "",
-        "pattern": str(config.get("pattern", "")),
-        "device": started.device if started else "",
-        "target_weight_sparsity": _target_weight_sparsity(config),
-        "target_act_sparsity": _float_or_none(config.get("act_sparsity")),
-        "weight_sparsity": finished.weight_sparsity if finished else _achieved_weights(layers),
-        "act_sparsity": finished.act_sparsity if finished else _mean_act(layers),
-        "ppl_dense": _last_ppl(events, "dense"),
-        "ppl_dense_act": _last_ppl(events, "dense_act"),
-        "ppl": _last_ppl(events, "pruned"),
-        "seconds": _seconds(events, finished),
-        "peak_memory_mb": _peak_memory(blocks, finished),
-        "blocks_done": len(blocks),
-        "n_blocks": started.n_blocks if started else None,
-        "layers_done": len(layers),
-        "n_layers": started.n_layers if started else None,
-        "stopped_block": stopped,
-        "error": failed.error if failed else None,
-        "category": failed.category if failed else None,
-    }
+# --------------------------------------------------------------------- helpers: reading
 
 
-# --------------------------------------------------------------------- helpers: summaries
-
-
-def _terminal(events: Sequence[ev.Event]) -> ev.Event | None:
-    """The first terminal event, if any."""
-    return next((e for e in events if ev.is_terminal(e)), None)
-
-
-def _last_ppl(events: Sequence[ev.Event], label: str) -> float | None:
-    """The last perplexity measured with ``label``."""
-    found = [e.ppl for e in events if isinstance(e, ev.PerplexityMeasured) and e.label == label]
-    return found[-1] if found else None
-
-
-def _achieved_weights(layers: list[ev.LayerSolved]) -> float | None:
-    """Weight sparsity over the layers pruned so far, weighted by their sizes."""
-    if not layers:
-        return None
-    sizes = [math.prod(layer.shape) if layer.shape else 1 for layer in layers]
-    zeros = sum(layer.weight_sparsity * size for layer, size in zip(layers, sizes, strict=True))
-    return zeros / sum(sizes) if sum(sizes) else None
-
-
-def _mean_act(layers: list[ev.LayerSolved]) -> float | None:
-    """Mean measured activation sparsity over the layers pruned so far."""
-    return sum(layer.act_sparsity for layer in layers) / len(layers) if layers else None
-
-
-def _seconds(events: Sequence[ev.Event], finished: ev.Finished | None) -> float | None:
-    """Total wall time: the finished event's, else the last event's time offset."""
-    if finished is not None:
-        return finished.seconds
-    return events[-1].t if events else None
-
-
-def _peak_memory(blocks: list[ev.BlockFinished], finished: ev.Finished | None) -> float | None:
-    """Peak memory: the finished event's, else the largest per-block figure."""
-    if finished is not None:
-        return finished.peak_memory_mb
-    return max(block.peak_memory_mb for block in blocks) if blocks else None
-
-
-def _target_weight_sparsity(config: dict[str, Any]) -> float | None:
-    """The weight sparsity the config asked for (N/M for N:M, 0 for dense)."""
-    if not config:
-        return None
+def _block_of(data: dict[str, Any]) -> int:
+    """The ``block`` of an event's JSON object (-1 when it has no usable one)."""
     try:
-        return RunConfig.from_dict(config).target_weight_sparsity
-    except (InputError, TypeError, ValueError):
-        return None
-
-
-def _float_or_none(value: Any) -> float | None:
-    """A float, or None for anything that is not a number."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
+        return int(data.get("block", -1))
+    except (TypeError, ValueError):
+        return -1
 
 
 def _summary_row(path: Path) -> RunSummary:
@@ -581,27 +489,27 @@ def _summary_row(path: Path) -> RunSummary:
     started = _started_text(path)
     try:
         run_dir = RunDir(path)
-        events = run_dir.events()
-        status = run_dir.status()
         config = run_dir.config()
+        view = run_dir.view(config)
+        status = run_dir.status(view)
     except (InputError, OSError, ValueError, TypeError):
         return RunSummary(
             path, path.name, "unreadable", "", "", "", None, None, None, None, started, None
         )
-    head = summarize(events)
     return RunSummary(
         path=path,
         run_id=path.name,
         status=status,
-        model=head["model"] or config.model,
-        method=head["method"] or config.method,
-        pattern=head["pattern"] or config.pattern,
-        weight_sparsity=head["weight_sparsity"],
-        act_sparsity=head["act_sparsity"],
-        ppl_dense=head["ppl_dense"],
-        ppl=head["ppl"],
+        model=view.model or config.model,
+        method=view.method or config.method,
+        pattern=view.pattern or config.pattern,
+        weight_sparsity=view.weight_sparsity,
+        act_sparsity=view.act_sparsity,
+        ppl_dense=view.ppl_dense,
+        ppl=view.ppl,
         started=started,
-        seconds=head["seconds"],
+        seconds=view.seconds,
+        warnings=tuple(view.warnings),
     )
 
 
@@ -813,23 +721,11 @@ def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:  # gone (psutil.ZombieProcess is one too)
         return False
-    except PermissionError:
+    except psutil.AccessDenied:  # another user's process: it exists
         return True
-    except OSError:
-        return False
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    """True when Linux's /proc says the process is a zombie (False where there is no /proc)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 def _os_reason(exc: OSError) -> str:

@@ -1,7 +1,8 @@
 """What ``duogpt`` prints on stdout: a run's result as one line of text or one JSON object.
 
-The result is built from the run's events (through :func:`duogpt_tui.runstore.summarize`) and
-its run directory, so the CLI, the TUI and scripts all read the same figures.
+The result is built from the run's :class:`~duogpt_tui.runview.RunView` and its run directory, so
+the CLI, the TUI and scripts all read the same figures. Numbers are written by
+:mod:`duogpt_tui.formatting` (``percent`` and ``number`` are re-exported here for the CLI).
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from duogpt_tui.runstore import summarize
+from duogpt_tui.exitcodes import ExitCode
+from duogpt_tui.formatting import number as number
+from duogpt_tui.formatting import percent as percent
+from duogpt_tui.runstore import REPORT_FILE
+from duogpt_tui.runview import RunView
 from solver import events as ev
 
 RESULT_KEYS = (
@@ -34,27 +39,31 @@ RESULT_KEYS = (
 )
 """The keys of a run's result, in the order they are printed."""
 
-EXIT_CODES = {"finished": 0, "failed": 1, "cancelled": 130}
+EXIT_CODES = {"finished": ExitCode.OK, "failed": ExitCode.FAILED, "cancelled": ExitCode.CANCELLED}
 """Exit code of ``duogpt prune`` by final status (a failure with bad input exits 2)."""
 
 
 def run_result(
-    events: Sequence[ev.Event], run_dir: Path | None, config: dict[str, Any] | None = None
+    events: Sequence[ev.Event] | RunView,
+    run_dir: Path | None,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The result of a run: the headline figures, its directory, and the error when it failed.
 
     Args:
-        events: the run's events.
+        events: the run's events, or its view.
         run_dir: the run directory (None when no run directory was made).
-        config: the run's configuration, for runs that failed before they started.
+        config: the run's configuration, for runs that failed before they started (not used
+            with a view, which has its own).
 
     Returns:
         A dict with :data:`RESULT_KEYS` (plus ``error`` and ``category`` when failed).
     """
-    head = summarize(events, config)
+    view = events if isinstance(events, RunView) else RunView.of(events, config)
+    head = view.headline()
     result: dict[str, Any] = {key: head.get(key) for key in RESULT_KEYS}
     result["run_dir"] = str(run_dir) if run_dir is not None else None
-    report = run_dir / "report.md" if run_dir is not None else None
+    report = run_dir / REPORT_FILE if run_dir is not None else None
     result["report"] = str(report) if report is not None and report.is_file() else None
     if head["status"] == "running":
         result["status"] = "failed"
@@ -75,11 +84,11 @@ def input_error_result(message: str) -> dict[str, Any]:
     return result
 
 
-def exit_code(result: dict[str, Any]) -> int:
+def exit_code(result: dict[str, Any]) -> ExitCode:
     """The process exit code for a result: 0 done, 1 run failed, 2 bad input, 130 cancelled."""
     if result.get("status") == "failed" and result.get("category") == "input":
-        return 2
-    return EXIT_CODES.get(str(result.get("status")), 1)
+        return ExitCode.INPUT
+    return EXIT_CODES.get(str(result.get("status")), ExitCode.FAILED)
 
 
 def to_json(result: dict[str, Any]) -> str:
@@ -103,24 +112,10 @@ def one_line(result: dict[str, Any]) -> str:
             ppl += f" (dense+X {number(dense_act)})"
         parts.append(ppl)
     if result.get("seconds") is not None:
-        parts.append(f"{result['seconds']:.1f}s")
+        parts.append(f"{number(result['seconds'], 1)}s")
     if result.get("run_dir"):
         parts.append(str(result["run_dir"]))
     return "  ".join(parts)
-
-
-def percent(value: float | None) -> str:
-    """A fraction as a percentage with one decimal (``-`` when unknown)."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    return f"{value * 100:.1f}%"
-
-
-def number(value: float | None) -> str:
-    """A perplexity-like number with two decimals (``-`` when unknown)."""
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if math.isfinite(value) else str(value)
 
 
 def _finite_or_null(value: Any) -> Any:

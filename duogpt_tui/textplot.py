@@ -9,30 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from duogpt_tui.formatting import short_number
+
 MARKERS = "*o+x#@%&"
 """Point markers, one per series in order (cycled when there are more series)."""
 
 _TICK_WIDTH = 9
 """Characters reserved for a y-axis tick label."""
-
-
-def format_number(value: float) -> str:
-    """A short, fixed-width-friendly rendering of a number (at most 9 characters).
-
-    Args:
-        value: any float.
-
-    Returns:
-        ``1.5``, ``123.4``, ``1.2e-05``, ``inf``... (Python formatting, so deterministic).
-    """
-    if not math.isfinite(value):
-        return str(value)
-    magnitude = abs(value)
-    if magnitude == 0:
-        return "0"
-    if 1e-3 <= magnitude < 1e5:
-        return f"{value:.4g}"
-    return f"{value:.1e}"
 
 
 def line_plot(
@@ -152,7 +135,7 @@ def _tick_label(row: int, height: int, low: float, high: float, log_y: bool) -> 
     if row not in (0, height // 2, height - 1):
         return ""
     y = high - (high - low) * row / (height - 1)
-    return format_number(10**y if log_y else y)
+    return short_number(10**y if log_y else y)
 
 
 def _x_labels(n_x: int, columns: int) -> str:
@@ -173,7 +156,7 @@ def _bar_value(value: float) -> str:
     """A bar's value label: integers without decimals, other numbers short."""
     if math.isfinite(value) and float(value).is_integer():
         return str(int(value))
-    return format_number(float(value))
+    return short_number(float(value))
 
 
 def scatter_plot(
@@ -229,7 +212,7 @@ def scatter_plot(
         label = _tick_label(row, height, y_low, y_high, log_y)
         lines.append(f"{label:>{_TICK_WIDTH}} |" + "".join(grid[row]).rstrip())
     lines.append(" " * _TICK_WIDTH + " +" + "-" * columns)
-    first, last = format_number(x_low), format_number(x_high)
+    first, last = short_number(x_low), short_number(x_high)
     gap = max(columns - len(first) - len(last), 1)
     lines.append(" " * (_TICK_WIDTH + 2) + first + " " * gap + last)
     if x_label:

@@ -1,8 +1,8 @@
 """The comparison screen: headline figures of 2+ runs, error curves overlaid, ppl vs sparsity.
 
-Everything comes from the runs' ``events.jsonl`` (``runstore.read_events`` and ``summarize``);
-``e`` exports the comparison as Markdown (``report.render_comparison``), ``x`` switches the
-perplexity plot's x-axis between weight and dual sparsity.
+Everything comes from each run's :class:`~duogpt_tui.runview.RunView` (``RunDir.view``); ``e``
+exports the comparison as Markdown (``report.render_comparison``), ``x`` switches the perplexity
+plot's x-axis between weight and dual sparsity.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
 from duogpt_tui import report
-from duogpt_tui.runstore import read_events, summarize
+from duogpt_tui.formatting import duration, percent, perplexity
+from duogpt_tui.runstore import COMPARISON_FILE, RunDir
+from duogpt_tui.runview import RunView
 from duogpt_tui.widgets.compare_plots import CompareErrorPlot, RunPoint, SparsityPerplexityPlot
 from screens.dialogs import ConfirmDialog, PathDialog
 from solver.errors import InputError
-from solver.events import Event, LayerSolved
 
 if TYPE_CHECKING:
     from duogpt_tui.app import DuoGPTApp
@@ -31,49 +32,43 @@ COLUMNS = ("run", "status", "model", "method", "W", "X", "ppl dense", "ppl dense
 """Column headers of the headline table."""
 
 
-def _fraction(value: float | None) -> str:
-    """``0.5`` -> ``50.0%``; None -> ``-``."""
-    return "-" if value is None else f"{value:.1%}"
-
-
-def _number(value: float | None, digits: int = 2) -> str:
-    """A number with fixed decimals, or ``-``."""
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def run_point(name: str, events: Sequence[Event]) -> RunPoint:
+def run_point(name: str, view: RunView) -> RunPoint:
     """The plotted figures of one run."""
-    head = summarize(events)
     return RunPoint(
         name=name,
-        errors=[e.error_after for e in events if isinstance(e, LayerSolved)],
-        weight_sparsity=head.get("weight_sparsity"),
-        act_sparsity=head.get("act_sparsity"),
-        ppl=head.get("ppl"),
-        ppl_dense=head.get("ppl_dense"),
+        errors=[layer.error_after for layer in view.layers],
+        weight_sparsity=view.weight_sparsity,
+        act_sparsity=view.act_sparsity,
+        ppl=view.ppl,
+        ppl_dense=view.ppl_dense,
     )
 
 
-def headline_cells(name: str, events: Sequence[Event]) -> tuple[str, ...]:
+def headline_cells(name: str, view: RunView) -> tuple[str, ...]:
     """The headline table's cells of one run."""
-    head = summarize(events)
-    pattern = str(head.get("pattern") or "")
-    method = str(head.get("method") or "")
-    if pattern and pattern != "unstructured":
-        method += f" {pattern}"
-    seconds = head.get("seconds")
+    method = view.method
+    if view.pattern and view.pattern != "unstructured":
+        method += f" {view.pattern}"
     return (
         name,
-        str(head.get("status", "")),
-        str(head.get("model", "")),
+        view.status,
+        view.model,
         method,
-        _fraction(head.get("weight_sparsity")),
-        _fraction(head.get("act_sparsity")),
-        _number(head.get("ppl_dense")),
-        _number(head.get("ppl_dense_act")),
-        _number(head.get("ppl")),
-        "-" if seconds is None else f"{seconds:.1f}s",
+        percent(view.weight_sparsity),
+        percent(view.act_sparsity),
+        perplexity(view.ppl_dense),
+        perplexity(view.ppl_dense_act),
+        perplexity(view.ppl),
+        duration(view.seconds, "-"),
     )
+
+
+def read_view(path: Path) -> RunView:
+    """A run directory's view (an empty one, with a warning, when it cannot be read)."""
+    try:
+        return RunDir(Path(path)).view()
+    except InputError as error:
+        return RunView(warnings=[str(error)])
 
 
 class CompareScreen(Screen[None]):
@@ -93,13 +88,9 @@ class CompareScreen(Screen[None]):
             paths: the run directories, in the order to show them.
         """
         super().__init__()
-        self.runs: list[tuple[str, list[Event]]] = []
-        for path in paths:
-            try:
-                events = read_events(Path(path) / "events.jsonl")
-            except InputError:
-                events = []
-            self.runs.append((Path(path).name, events))
+        self.runs: list[tuple[str, RunView]] = [
+            (Path(path).name, read_view(Path(path))) for path in paths
+        ]
 
     @property
     def duo(self) -> DuoGPTApp:
@@ -120,11 +111,14 @@ class CompareScreen(Screen[None]):
         self.sub_title = f"comparing {len(self.runs)} runs"
         table = self.query_one(DataTable)
         table.add_columns(*COLUMNS)
-        for name, events in self.runs:
-            table.add_row(*headline_cells(name, events))
-        points = [run_point(name, events) for name, events in self.runs]
+        for name, view in self.runs:
+            table.add_row(*headline_cells(name, view))
+        points = [run_point(name, view) for name, view in self.runs]
         self.query_one(CompareErrorPlot).show(points)
         self.query_one(SparsityPerplexityPlot).show(points)
+        for name, view in self.runs:
+            for warning in view.warnings:
+                self.notify(f"{name}: {warning}", title="Damaged run", severity="warning")
 
     def action_back(self) -> None:
         """Back to the runs list."""
@@ -138,7 +132,7 @@ class CompareScreen(Screen[None]):
     def action_export(self) -> None:
         """Write the comparison as Markdown to a chosen path (asks before replacing)."""
         text = report.render_comparison(self.runs)
-        default = self.duo.runs_dir / "comparison.md"
+        default = self.duo.runs_dir / COMPARISON_FILE
 
         def chosen(path: Path | None) -> None:
             """Write to the chosen path, asking first if it exists."""

@@ -22,6 +22,7 @@ from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
 
 from duogpt_tui import report
+from duogpt_tui.runstore import REPORT_FILE
 from duogpt_tui.widgets.report_view import ReportView, render_lines, report_theme
 from screens.dialogs import ConfirmDialog, PathDialog
 from solver.errors import InputError
@@ -169,7 +170,7 @@ class ReportScreen(Screen[None]):
     def default_export_path(self) -> Path:
         """The run directory's ``report.md``, or ``report.md`` here without a run directory."""
         run_path = self.duo.run_path
-        return (run_path / "report.md") if run_path else Path.cwd() / "report.md"
+        return (run_path / REPORT_FILE) if run_path else Path.cwd() / REPORT_FILE
 
     def action_export(self) -> None:
         """Ask for a path (prefilled), confirm an overwrite, write the report."""

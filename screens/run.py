@@ -20,6 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, RichLog
 
 from duogpt_tui.eventlog import EventLog
+from duogpt_tui.eventtext import event_line
 from duogpt_tui.widgets.layer_table import LayerTable
 from duogpt_tui.widgets.progress_header import ProgressHeader
 from duogpt_tui.widgets.run_plots import (
@@ -32,6 +33,8 @@ from screens.dialogs import ConfirmDialog
 from solver.events import Cancelled, Event, Failed, Finished, Note, PerplexityMeasured, RunStarted
 
 if TYPE_CHECKING:
+    from textual import getters
+
     from duogpt_tui.app import DuoGPTApp
 
 REDRAW_HZ = 4.0
@@ -46,35 +49,38 @@ def theme_styles(variables: dict[str, str]) -> dict[str, Style]:
     }
 
 
+LOG_KINDS = frozenset(
+    {
+        RunStarted.kind,
+        PerplexityMeasured.kind,
+        Note.kind,
+        Finished.kind,
+        Cancelled.kind,
+        Failed.kind,
+    }
+)
+"""Events written to the notes log (the rest are in the plots and the table)."""
+
+
 def log_line(event: Event, styles: dict[str, Style] | None = None) -> Text | None:
     """The notes-log line for an event (None for events the log does not show).
+
+    The text is :func:`duogpt_tui.eventtext.event_line`'s (the CLI prints the same, with the
+    details this narrow log leaves out), stamped with the event's time; its head is coloured by
+    its tone.
 
     Args:
         event: the event.
         styles: from :func:`theme_styles`; plain bold without it.
     """
-    styles = styles or {}
-    bold = Style(bold=True)
+    if event.kind not in LOG_KINDS:
+        return None
+    line = event_line(event)
     stamp = f"{event.t:8.1f}s  "
-    if isinstance(event, Note):
-        if event.level == "warning":
-            return Text.assemble(stamp, ("warning: " + event.text, styles.get("warning", bold)))
-        return Text.assemble(stamp, event.text)
-    if isinstance(event, RunStarted):
-        return Text(
-            f"{stamp}started: {event.model} ({event.family}, {event.n_blocks} blocks, "
-            f"{event.n_layers} layers) on {event.device}"
-        )
-    if isinstance(event, PerplexityMeasured):
-        where = f" after block {event.block}" if event.label == "proxy" else ""
-        return Text(f"{stamp}perplexity {event.label}{where}: {event.ppl:.2f}")
-    if isinstance(event, Finished):
-        return Text.assemble(stamp, ("finished", styles.get("success", bold)))
-    if isinstance(event, Cancelled):
-        return Text.assemble(stamp, ("cancelled", styles.get("warning", bold)), f": {event.reason}")
-    if isinstance(event, Failed):
-        return Text.assemble(stamp, ("failed", styles.get("error", bold)), f": {event.error}")
-    return None
+    if line.tone == "info":
+        return Text.assemble(stamp, line.head, line.body)
+    style = (styles or {}).get(line.tone, Style(bold=True))
+    return Text.assemble(stamp, (line.head, style), line.body)
 
 
 def notice_line(text: str, styles: dict[str, Style] | None = None) -> Text:
@@ -85,6 +91,9 @@ def notice_line(text: str, styles: dict[str, Style] | None = None) -> Text:
 
 class RunScreen(Screen[None]):
     """Live view of the App's event log (the current run, or a reopened one)."""
+
+    if TYPE_CHECKING:  # the workbench App, typed (textual.getters.app)
+        app = getters.app(DuoGPTApp)
 
     CSS_PATH = "run.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -99,11 +108,6 @@ class RunScreen(Screen[None]):
         self._log_count = 0
         self._notice_count = 0
         self._ready = False
-
-    @property
-    def duo(self) -> DuoGPTApp:
-        """The workbench App (typed)."""
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         """Header, progress, the four plots, the table and the notes log."""
@@ -124,7 +128,7 @@ class RunScreen(Screen[None]):
     def on_mount(self) -> None:
         """Follow the App's log: the signal for news, a timer for throttled redraws."""
         self.sub_title = "run"
-        self.duo.log_changed.subscribe(self, self._log_changed)
+        self.app.log_changed.subscribe(self, self._log_changed)
         self.set_interval(1 / REDRAW_HZ, self._tick)
         self._ready = True
         self.redraw()
@@ -139,7 +143,7 @@ class RunScreen(Screen[None]):
 
     def _log_changed(self, _event: Event | None) -> None:
         """Something arrived: notes now, the rest on the next tick."""
-        self._append_notes(self.duo.event_log)
+        self._append_notes(self.app.event_log)
         self.stale = True
 
     def _tick(self) -> None:
@@ -149,7 +153,7 @@ class RunScreen(Screen[None]):
 
     def redraw(self) -> None:
         """Bring every widget up to date with the App's log."""
-        log = self.duo.event_log
+        log = self.app.event_log
         self.stale = False
         self.query_one(ProgressHeader).show(log)
         self.query_one(LayerTable).show(log)
@@ -185,7 +189,7 @@ class RunScreen(Screen[None]):
         def answered(yes: bool | None) -> None:
             """Cancel the run if the user said yes."""
             if yes:
-                self.duo.cancel_run()
+                self.app.cancel_run()
 
         self.app.push_screen(
             ConfirmDialog(
@@ -201,5 +205,5 @@ class RunScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Cancel is offered only while this App's run is in progress."""
         if action == "cancel_run":
-            return self.duo.run_active
+            return self.app.run_active
         return True

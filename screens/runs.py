@@ -16,6 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from duogpt_tui.formatting import percent, perplexity
 from duogpt_tui.runstore import RunSummary, list_runs
 from screens.compare import CompareScreen
 
@@ -28,15 +29,8 @@ COLUMNS = ("✓", "status", "model", "method", "W", "X", "ppl dense", "ppl", "st
 MARK = "●"
 """What the first column shows for a marked run."""
 
-
-def _fraction(value: float | None) -> str:
-    """``0.5`` -> ``50.0%``; None -> ``-``."""
-    return "-" if value is None else f"{value:.1%}"
-
-
-def _ppl(value: float | None) -> str:
-    """A perplexity with two decimals, or ``-``."""
-    return "-" if value is None else f"{value:.2f}"
+DAMAGED = " ⚠"
+"""After the status of a run whose files were damaged (corrupt lines skipped; see its log)."""
 
 
 def summary_cells(run: RunSummary, marked: bool) -> tuple[str, ...]:
@@ -44,13 +38,13 @@ def summary_cells(run: RunSummary, marked: bool) -> tuple[str, ...]:
     pattern = "" if run.pattern in ("", "unstructured") else f" {run.pattern}"
     return (
         MARK if marked else "",
-        run.status,
+        run.status + (DAMAGED if run.warnings else ""),
         run.model,
         run.method + pattern,
-        _fraction(run.weight_sparsity),
-        _fraction(run.act_sparsity),
-        _ppl(run.ppl_dense),
-        _ppl(run.ppl),
+        percent(run.weight_sparsity),
+        percent(run.act_sparsity),
+        perplexity(run.ppl_dense),
+        perplexity(run.ppl),
         run.started,
         run.run_id,
     )

@@ -1,14 +1,16 @@
 """The setup screen: choose the model, data, method and sparsities, then start the run.
 
-Every field is checked as it changes (:mod:`screens.setup_fields`, which defers to
-``RunConfig.validate`` and ``parse_pattern``) and the reason appears next to it. A moment after
-the last change, a worker runs the pre-flight's file and machine checks
+The form is built from the option registry: one row per option that declares a place on it
+(:data:`screens.setup_fields.FORM`), with the widget its kind asks for. Every field is checked as
+it changes (:mod:`screens.setup_fields`, which parses and validates through the registry, as
+``duogpt prune`` does) and the reason appears next to it. A moment after the last change, a
+worker runs the pre-flight's file and machine checks
 (:func:`~screens.setup_fields.inspect_inputs`: is the folder a causal LM, is the text file
-readable UTF-8, does ``seqlen`` fit the model's context, is CUDA there) and the estimate of
-memory and time (:func:`~duogpt_tui.widgets.preflight.estimate_lines`, the same line as
-``duogpt prune``); its problems appear next to their fields too. ``ctrl+r`` starts nothing while
-any field has a problem; otherwise the App runs the full pre-flight check and shows its one-line
-refusal here (:attr:`DuoGPTApp.start_error`).
+readable UTF-8 and long enough, does ``seqlen`` fit the model's context, is CUDA there) and the
+estimate of memory and time (:func:`duogpt_tui.preflight_text.estimate_lines`, the same lines
+``duogpt prune`` prints); its problems appear next to their fields too. ``ctrl+r`` starts nothing
+while any field has a problem; otherwise the App runs the full pre-flight check and shows its
+one-line refusal here (:attr:`DuoGPTApp.start_error`).
 """
 
 from __future__ import annotations
@@ -27,93 +29,50 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
-from duogpt_tui.widgets.preflight import EstimateLines, PreflightLine, estimate_lines
+from duogpt_tui.preflight_text import EstimateLines, estimate_lines
+from duogpt_tui.widgets.preflight import PreflightLine
 from screens.catalog import Catalog
 from screens.dialogs import FilePickerDialog
 from screens.setup_fields import (
-    CHOICE_FIELDS,
     DEEP_INPUTS,
-    NUMBER_CHECKERS,
+    FIELDS,
+    FORM,
+    SELECTS,
+    SOURCES,
     Check,
     check_choice,
     check_model,
     check_text,
+    check_toggled,
+    check_typed,
+    field_kind,
+    form_field,
     inspect_inputs,
 )
-from solver.config import METHODS, RunConfig
+from solver.config import OPTION, RunConfig
 from solver.errors import InputError
+from solver.options import Option
 
 if TYPE_CHECKING:
+    from textual import getters
+
     from duogpt_tui.app import DuoGPTApp
-
-SOURCES = {"model": "Model", "calib": "Calibration text", "eval": "Evaluation text"}
-"""The fields picked from a list or typed as a path, with their labels."""
-
-NUMBERS = {
-    "pattern": ("Weight pattern", "unstructured or N:M, e.g. 2:4"),
-    "weight_sparsity": ("Weight sparsity", "fraction of weights pruned, e.g. 0.5"),
-    "act_sparsity": ("Activation sparsity", "fraction of inputs zeroed per token; 0 = off"),
-    "alpha": ("Alpha (DuoGPT)", "residual scale; 0 = SparseGPT on sparse inputs"),
-    "damping": ("Damping", "relative Hessian damping, e.g. 0.01"),
-    "nsamples": ("Calibration samples", "sequences"),
-    "seqlen": ("Sequence length", "tokens per sample and per evaluation window"),
-    "eval_windows": ("Evaluation windows", "0 skips perplexity"),
-    "seed": ("Seed", "seeds sampling and everything random"),
-}
-"""The typed fields, with their labels and placeholders."""
-
-CHOICES = {
-    "act_rule": (
-        "Activation rule",
-        {"topk": "topk (per token)", "threshold": "threshold (calibrated)"},
-    ),
-    "dtype": (
-        "Model dtype",
-        {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"},
-    ),
-}
-"""The fields picked from a list (besides method and device), with their labels and choices."""
-
-FIELDS = (
-    *SOURCES,
-    "method",
-    "pattern",
-    "weight_sparsity",
-    "act_sparsity",
-    "act_rule",
-    "alpha",
-    "damping",
-    "nsamples",
-    "seqlen",
-    "eval_windows",
-    "seed",
-    "device",
-    "dtype",
-    "proxy_every",
-)
-"""Every field, in form order (the first problem in this order is the one start reports)."""
 
 CHECK_DELAY = 0.3
 """Seconds after the last change before the file and machine checks run (on a worker)."""
 
-METHOD_LABELS = {
-    "duogpt": "duogpt (dual-sparse OBS)",
-    "sparsegpt": "sparsegpt",
-    "wanda": "wanda",
-    "magnitude": "magnitude",
-    "dense": "dense (no weight pruning)",
-}
-"""What the method picker shows for each method."""
+SELECTED = ", ".join(f"#{name}" for name in SELECTS)
+"""The lists whose change revalidates the form."""
 
-PATTERN_SUGGESTIONS = SuggestFromList(["unstructured", "2:4", "4:8"])
-"""Completions offered while typing a weight pattern."""
-
-PROXY_DEFAULT = 5
-"""Blocks between proxy perplexities when the toggle is switched on."""
+TOGGLES = tuple(spec.name for spec in FORM if field_kind(spec) == "toggle")
+"""The numbers switched on and off by a checkbox."""
 
 
 class SetupScreen(Screen[None]):
     """The form that makes a :class:`~solver.config.RunConfig` and starts the run."""
+
+    if TYPE_CHECKING:  # the workbench App, typed (textual.getters.app)
+        app = getters.app(DuoGPTApp)
 
     CSS_PATH = "setup.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -140,73 +99,71 @@ class SetupScreen(Screen[None]):
         self._choices: dict[str, set[str]] = {}
         self._check_timer: Timer | None = None
 
-    @property
-    def duo(self) -> DuoGPTApp:
-        """The workbench App (typed)."""
-        return self.app  # type: ignore[return-value]
-
     # ----------------------------------------------------------------------------- layout
 
     def compose(self) -> ComposeResult:
         """The form, the pre-flight line and the start error line."""
-        config = self.duo.initial_config
-        catalog = self.duo.catalog
+        config = self.app.initial_config
         yield Header()
         with VerticalScroll(id="setup-form"):
-            for name in FIELDS:
-                if name in SOURCES:
-                    yield from self._source_row(
-                        name, SOURCES[name], str(getattr(config, name)), catalog
-                    )
-                elif name == "method":
-                    yield self._select_row(
-                        name, "Method", [(METHOD_LABELS.get(m, m), m) for m in METHODS]
-                    )
-                elif name == "device":
-                    yield self._select_row(name, "Device", [(d, d) for d in catalog.devices])
-                elif name in CHOICES:
-                    label, choices = CHOICES[name]
-                    yield self._select_row(name, label, [(v, k) for k, v in choices.items()])
-                elif name == "proxy_every":
-                    yield self._proxy_row(config)
+            for spec in FORM:
+                kind = field_kind(spec)
+                if kind == "source":
+                    yield self._source_row(spec, str(getattr(config, spec.name)), self.app.catalog)
+                elif kind == "select":
+                    yield self._select_row(spec)
+                elif kind == "toggle":
+                    yield self._toggle_row(spec, getattr(config, spec.name))
                 else:
-                    label, placeholder = NUMBERS[name]
-                    field = Input(
-                        str(getattr(config, name)),
-                        placeholder=placeholder,
-                        compact=True,
-                        id=name,
-                        classes="field-input",
-                        suggester=PATTERN_SUGGESTIONS if name == "pattern" else None,
-                    )
-                    yield self._row(name, label, field)
+                    yield self._input_row(spec, str(getattr(config, spec.name)))
         yield PreflightLine(id="preflight")
         yield Static("", id="start-error", markup=False)
         yield Footer()
 
-    def _select_row(self, name: str, label: str, options: list[tuple[str, str]]) -> Horizontal:
+    def _choices_of(self, spec: Option) -> list[tuple[str, str]]:
+        """What a list offers: ``(label, value)`` pairs (the devices: what the machine has)."""
+        if form_field(spec.name).picker == "devices":
+            return [(device, device) for device in self.app.catalog.devices]
+        labels = form_field(spec.name).choice_labels or spec.choices
+        return list(zip(labels, spec.choices, strict=True))
+
+    def _select_row(self, spec: Option) -> Horizontal:
         """A row with a list to pick from; a prefilled value that is not offered is added."""
-        value = str(getattr(self.duo.initial_config, name))
+        options = self._choices_of(spec)
+        value = str(getattr(self.app.initial_config, spec.name))
         if value not in {v for _, v in options}:
             options = [*options, (value, value)]  # shown, and its problem next to it
-        select = Select(options, value=value, allow_blank=False, compact=True, id=name)
-        return self._row(name, label, select)
+        select = Select(options, value=value, allow_blank=False, compact=True, id=spec.name)
+        return self._row(spec.name, form_field(spec.name).label, select)
 
-    def _proxy_row(self, config: RunConfig) -> Horizontal:
-        """The proxy-perplexity toggle and its block count."""
-        every = config.proxy_every or PROXY_DEFAULT
+    def _input_row(self, spec: Option, value: str) -> Horizontal:
+        """A row with a typed value."""
+        form = form_field(spec.name)
+        field = Input(
+            value,
+            placeholder=form.placeholder,
+            compact=True,
+            id=spec.name,
+            classes="field-input",
+            suggester=SuggestFromList(form.suggestions) if form.suggestions else None,
+        )
+        return self._row(spec.name, form.label, field)
+
+    def _toggle_row(self, spec: Option, value: int) -> Horizontal:
+        """A checkbox that switches a number on (the typed value) and off (0)."""
+        form = form_field(spec.name)
         return self._row(
-            "proxy_every",
-            "Proxy perplexity",
-            Checkbox("every", config.proxy_every > 0, compact=True, id="proxy-on"),
+            spec.name,
+            form.label,
+            Checkbox("every", value > 0, compact=True, id=f"{spec.name}-on", classes="toggle"),
             Input(
-                str(every),
+                str(value or form.toggle),
                 compact=True,
-                id="proxy_every",
+                id=spec.name,
                 classes="field-input -short",
-                disabled=config.proxy_every == 0,
+                disabled=value == 0,
             ),
-            Label("blocks", classes="field-unit"),
+            Label(form.unit, classes="field-unit"),
         )
 
     def _row(self, name: str, label: str, *widgets: Widget) -> Horizontal:
@@ -219,14 +176,15 @@ class SetupScreen(Screen[None]):
             id=f"row-{name}",
         )
 
-    def _source_row(self, name: str, label: str, value: str, catalog: Catalog) -> ComposeResult:
+    def _source_row(self, spec: Option, value: str, catalog: Catalog) -> Horizontal:
         """A quick-pick list, the typed spec and a browse button for a model or text field."""
-        choices = catalog.model_choices() if name == "model" else catalog.text_choices()
+        name, form = spec.name, form_field(spec.name)
+        choices = self._catalog_choices(name, catalog)
         values = [v for _, v in choices]
         self._choices[name] = set(values)
-        yield self._row(
+        return self._row(
             name,
-            label,
+            form.label,
             Select(
                 choices,
                 value=value if value in values else Select.NULL,
@@ -237,7 +195,7 @@ class SetupScreen(Screen[None]):
             ),
             Input(
                 value,
-                placeholder="folder, file or hub id" if name == "model" else ".txt / .jsonl file",
+                placeholder=form.placeholder,
                 compact=True,
                 id=name,
                 classes="field-input -source",
@@ -246,26 +204,33 @@ class SetupScreen(Screen[None]):
             Button("…", id=f"browse-{name}", compact=True, classes="browse"),
         )
 
+    @staticmethod
+    def _catalog_choices(name: str, catalog: Catalog) -> list[tuple[str, str]]:
+        """The quick picks of a source field: the catalog's models or texts."""
+        if form_field(name).picker == "models":
+            return catalog.model_choices()
+        return catalog.text_choices()
+
     def on_mount(self) -> None:
         """Validate the prefilled form, follow the App's start errors and catalog."""
         self.sub_title = "setup"
-        self.watch(self.duo, "start_error", self._show_start_error)
-        self.watch(self.duo, "catalog", self._apply_catalog, init=False)
+        self.watch(self.app, "start_error", self._show_start_error)
+        self.watch(self.app, "catalog", self._apply_catalog, init=False)
         self.revalidate()
         self.query_one("#model-choice", Select).focus()
 
     # ----------------------------------------------------------------------------- events
 
     @on(Input.Changed)
-    @on(Select.Changed, "#method, #device, #act_rule, #dtype")
+    @on(Select.Changed, SELECTED)
     @on(Checkbox.Changed)
     def _changed(self) -> None:
         """Any field changed: check the form again (a refusal to start is about the old values)."""
-        if self.duo.start_error:
-            self.duo.start_error = ""
-        self.query_one("#proxy_every", Input).disabled = not self.query_one(
-            "#proxy-on", Checkbox
-        ).value
+        if self.app.start_error:
+            self.app.start_error = ""
+        for name in TOGGLES:
+            on = self.query_one(f"#{name}-on", Checkbox).value
+            self.query_one(f"#{name}", Input).disabled = not on
         self.revalidate()
 
     @on(Input.Changed, ".-source")
@@ -317,29 +282,26 @@ class SetupScreen(Screen[None]):
             if path is not None:
                 self.query_one(f"#{target}", Input).value = str(path)
 
-        what = "a model folder or .gguf file" if target == "model" else "a .txt or .jsonl file"
+        models = form_field(target).picker == "models"
+        what = "a model folder or .gguf file" if models else "a .txt or .jsonl file"
         self.app.push_screen(FilePickerDialog(f"{SOURCES[target]}: pick {what}", root), chosen)
 
     # ----------------------------------------------------------------------------- checks
 
     def _check(self, name: str) -> Check:
         """Check one field from its widget."""
-        catalog = self.duo.catalog
-        if name in SOURCES:
+        kind = field_kind(OPTION[name])
+        if kind == "source":
             text = self.query_one(f"#{name}", Input).value
-            if name == "model":
-                return check_model(text, catalog.models)
-            return check_text(text, catalog.texts)
-        if name in ("method", "device", *CHOICE_FIELDS):
+            if form_field(name).picker == "models":
+                return check_model(text, self.app.catalog.models)
+            return check_text(text, self.app.catalog.texts)
+        if kind == "select":
             return check_choice(name, self.query_one(f"#{name}", Select).value)
-        if name == "proxy_every":
-            if not self.query_one("#proxy-on", Checkbox).value:
-                return 0, "", "off"
-            value, problem, _ = NUMBER_CHECKERS[name](self.query_one("#proxy_every", Input).value)
-            if not problem and value < 1:
-                problem = "proxy every must be a whole number >= 1 (or switch it off)"
-            return value, problem, "" if problem else "cheap perplexity during the run"
-        return NUMBER_CHECKERS[name](self.query_one(f"#{name}", Input).value)
+        if kind == "toggle":
+            on = self.query_one(f"#{name}-on", Checkbox).value
+            return check_toggled(name, on, self.query_one(f"#{name}", Input).value)
+        return check_typed(name, self.query_one(f"#{name}", Input).value)
 
     def revalidate(self) -> RunConfig | None:
         """Check every field, show the reasons, update the pre-flight line.
@@ -400,10 +362,14 @@ class SetupScreen(Screen[None]):
         if self.inspected is None:
             return {}
         checked, problems = self.inspected
+        initial = self.app.initial_config
         return {
             name: problem
             for name, problem in problems.items()
-            if all(self.values.get(read) == getattr(checked, read) for read in DEEP_INPUTS[name])
+            if all(
+                self.values.get(read, getattr(initial, read)) == getattr(checked, read)
+                for read in DEEP_INPUTS[name]
+            )
         }
 
     def _update_preflight(self, config: RunConfig | None) -> None:
@@ -451,7 +417,7 @@ class SetupScreen(Screen[None]):
                 "the pre-flight check runs again at start"
             )
             return
-        if event.state != WorkerState.SUCCESS:
+        if event.state != WorkerState.SUCCESS or event.worker.result is None:
             return
         config, problems, lines = event.worker.result
         self.inspected = (config, problems)
@@ -464,7 +430,7 @@ class SetupScreen(Screen[None]):
         if self.problems:
             return None
         try:
-            return self.duo.initial_config.replace(**self.values).validate()
+            return self.app.initial_config.replace(**self.values).validate()
         except InputError as error:  # a rule that spans fields
             self.problems["form"] = str(error)
             return None
@@ -484,15 +450,15 @@ class SetupScreen(Screen[None]):
         config = self.revalidate()
         if config is None:
             name, problem = next(iter(self.problems.items()))
-            self.duo.start_error = f"cannot start: {problem}"
+            self.app.start_error = f"cannot start: {problem}"
             if name != "form":
                 self.query_one(f"#{name}").focus()
             return
-        self.duo.start_run(config)
+        self.app.start_run(config)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Start is shown dimmed while a run is in progress."""
-        if action == "start" and self.duo.run_active:
+        if action == "start" and self.app.run_active:
             return None
         return True
 
@@ -506,7 +472,7 @@ class SetupScreen(Screen[None]):
         """The catalog arrived: offer its models, texts and devices."""
         for name in SOURCES:
             select = self.query_one(f"#{name}-choice", Select)
-            choices = catalog.model_choices() if name == "model" else catalog.text_choices()
+            choices = self._catalog_choices(name, catalog)
             value = self.query_one(f"#{name}", Input).value.strip()
             self._choices[name] = {v for _, v in choices}
             with select.prevent(Select.Changed):

@@ -1,91 +1,110 @@
-"""Validation of the setup form's fields (no Textual here).
+"""The setup form's fields and their validation, from the option registry (no Textual here).
 
-Two stages. As you type, each checker takes the field's text and returns ``(value, problem,
-hint)``: the parsed value, the one-line reason it is invalid (empty when valid) and a muted hint
-to show when it is valid. The numbers and choices are checked by
-:meth:`solver.config.RunConfig.validate` itself and the pattern by
-:func:`solver.config.parse_pattern`, so the form and the CLI agree on every rule; a model or text
-spec is only checked for its shape and existence here. Then, on a worker a moment after the last
-change, :func:`inspect_inputs` runs the pre-flight's file and machine checks
-(:mod:`solver.io.inputs`, :func:`solver.io.system.resolve_device`) on the whole config and says
-which field each problem belongs to.
+The form shows the options of ``solver.config.OPTIONS`` that declare a
+:class:`~solver.options.FormField`, sorted by its row; the field's kind says which widget it
+gets (:func:`field_kind`). Two stages of checks. As you type, each field's text gives
+``(value, problem, hint)``: the parsed value, the one-line reason it is invalid (empty when
+valid) and a muted hint to show when it is valid. Values are parsed by
+:meth:`solver.options.Option.parse` and checked by :meth:`solver.options.Option.validate`, the
+same as ``duogpt prune`` does, so the form and the CLI agree on every rule and every message; a
+model or text spec is only checked for its shape and existence here. Then, on a worker a moment
+after the last change, :func:`inspect_inputs` runs the pre-flight's own file and machine checks
+(:data:`solver.run.input_checks.INPUT_CHECKS`) and says which field each problem belongs to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from solver.config import ACT_RULES, DTYPES, RunConfig, parse_pattern
+from solver.config import OPTION, RunConfig, options_on, parse_pattern
 from solver.errors import InputError
+from solver.options import FormField, Option, Surface
+from solver.run.input_checks import INPUT_CHECKS
 
 Check = tuple[Any, str, str]
 """``(value, problem, hint)`` from a field checker."""
 
-FLOAT_FIELDS = {
-    "weight_sparsity": "weight sparsity",
-    "act_sparsity": "activation sparsity",
-    "alpha": "alpha",
-    "damping": "damping",
-}
-"""Fields typed as numbers, with their readable names."""
+FORM: tuple[Option, ...] = tuple(
+    sorted(options_on(Surface.SETUP), key=lambda spec: spec.form.row if spec.form else 0)
+)
+"""The options on the form, in form order (the first problem in this order is the one start
+reports)."""
 
-INT_FIELDS = {
-    "nsamples": "samples",
-    "seqlen": "sequence length",
-    "eval_windows": "evaluation windows",
-    "seed": "seed",
-    "proxy_every": "proxy every",
-}
-"""Fields typed as integers, with their readable names."""
+FIELDS = tuple(spec.name for spec in FORM)
+"""Every field, in form order."""
 
 
-CHOICE_FIELDS = {"act_rule": ACT_RULES, "dtype": DTYPES}
-"""Fields picked from a list (besides the method and the device), with their choices."""
+def form_field(name: str) -> FormField:
+    """How option ``name`` appears on the form."""
+    form = OPTION[name].form
+    assert form is not None, name
+    return form
 
-DEEP_INPUTS: dict[str, tuple[str, ...]] = {
-    "model": ("model", "seqlen"),
-    "seqlen": ("model", "seqlen"),
-    "calib": ("calib", "nsamples", "seqlen"),
-    "eval": ("eval", "seqlen", "eval_windows"),
-    "device": ("device",),
-}
+
+def field_kind(spec: Option) -> str:
+    """The widget an option gets: ``source`` (a model or text: quick-pick list, typed spec and
+    browse button), ``select`` (a list), ``toggle`` (a checkbox and a number) or ``input``."""
+    form = spec.form
+    assert form is not None, spec.name
+    if form.picker in ("models", "texts"):
+        return "source"
+    if spec.choices or form.picker:
+        return "select"
+    return "toggle" if form.toggle else "input"
+
+
+SOURCES = {spec.name: form_field(spec.name).label for spec in FORM if field_kind(spec) == "source"}
+"""The fields picked from a list or typed as a path, with their labels."""
+
+SELECTS = tuple(spec.name for spec in FORM if field_kind(spec) == "select")
+"""The fields picked from a list."""
+
+
+def _deep_inputs() -> dict[str, tuple[str, ...]]:
+    """What each pre-flight check reads, by the field it blames."""
+    reads = {check.field: check.reads for check in INPUT_CHECKS}
+    reads["seqlen"] = reads["model"]  # the model check blames a --seqlen longer than the context
+    return reads
+
+
+DEEP_INPUTS = _deep_inputs()
 """For each field :func:`inspect_inputs` may blame, the fields its check reads: a problem found
 for one config still holds while these fields keep their values."""
 
 
 def config_problem(name: str, value: Any) -> str:
-    """The reason ``RunConfig.validate`` gives for ``value`` in field ``name`` (empty if valid)."""
+    """The reason the option ``name`` gives for ``value`` (empty if valid)."""
     try:
-        RunConfig().replace(**{name: value}).validate()
+        OPTION[name].validate(value)
     except InputError as error:
         return str(error)
     return ""
 
 
-def check_float(name: str, text: str) -> Check:
-    """Parse and validate a number field."""
+def check_typed(name: str, text: str) -> Check:
+    """Parse and validate a typed field: a number, or the weight pattern."""
     try:
-        value = float(text.strip())
-    except ValueError:
-        return None, f"{FLOAT_FIELDS[name]} must be a number, got {text.strip()!r}", ""
+        value = OPTION[name].parse(text.strip())
+    except InputError as error:
+        return None, str(error), ""
+    if name == "pattern":
+        return check_pattern(value)
     return value, config_problem(name, value), ""
 
 
-def check_int(name: str, text: str) -> Check:
-    """Parse and validate an integer field (``seed`` may be any integer)."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        return None, f"{INT_FIELDS[name]} must be a whole number, got {text.strip()!r}", ""
-    if name == "seed":
-        return value, "", ""
-    return value, config_problem(name, value), ""
+def check_toggled(name: str, on: bool, text: str) -> Check:
+    """A number switched on and off by a checkbox: 0 when off, else an integer >= 1."""
+    if not on:
+        return 0, "", "off"
+    value, problem, _ = check_typed(name, text)
+    if not problem and value < 1:
+        problem = f"{OPTION[name].flag} must be an integer >= 1 (or switch it off)"
+    return value, problem, "" if problem else form_field(name).hint
 
 
 def check_pattern(text: str) -> Check:
-    """``unstructured`` or ``N:M``."""
+    """``unstructured`` or ``N:M``, kept in that form."""
     try:
         nm = parse_pattern(text)
     except InputError as error:
@@ -140,40 +159,21 @@ def check_choice(name: str, value: object) -> Check:
 def inspect_inputs(config: RunConfig) -> dict[str, str]:
     """The pre-flight's file and machine checks of ``config``, by the field they blame.
 
-    Runs what ``solver.run.pipeline.preflight`` runs beyond ``RunConfig.validate`` and the specs'
-    existence: the device (:func:`solver.io.system.resolve_device`), the model's files and context
-    (:func:`solver.io.inputs.check_model`) and the texts (:func:`solver.io.inputs.check_text`). Slow
+    Runs every check of :data:`~solver.run.input_checks.INPUT_CHECKS` (the ones
+    ``solver.run.pipeline.preflight`` runs beyond ``RunConfig.validate``): the device, the
+    model's files and context, the texts (the evaluation text against ``eval_len``). Slow
     (imports torch, reads files, may probe the hub for a hub id): call it on a worker.
 
     Returns:
         ``{field: one-line problem}``; empty when the inputs look usable.
     """
-    from solver.io import inputs, system
-
     problems: dict[str, str] = {}
-    try:
-        system.resolve_device(config.device)
-    except InputError as error:
-        problems["device"] = str(error)
-    try:
-        inputs.check_model(config.model, config.seqlen)
-    except InputError as error:
-        problems["seqlen" if str(error).startswith("--seqlen") else "model"] = str(error)
-    try:
-        inputs.check_text("--calib", config.calib, config.nsamples * config.seqlen)
-    except InputError as error:
-        problems["calib"] = str(error)
-    if config.eval_windows > 0:
+    for check in INPUT_CHECKS:
         try:
-            inputs.check_text("--eval", config.eval, config.seqlen)
+            check.run(config)
         except InputError as error:
-            problems["eval"] = str(error)
+            blamed = check.field
+            if check.field == "model" and str(error).startswith("--seqlen"):
+                blamed = "seqlen"
+            problems[blamed] = str(error)
     return problems
-
-
-NUMBER_CHECKERS: dict[str, Callable[[str], Check]] = {
-    **{name: (lambda text, name=name: check_float(name, text)) for name in FLOAT_FIELDS},
-    **{name: (lambda text, name=name: check_int(name, text)) for name in INT_FIELDS},
-    "pattern": check_pattern,
-}
-"""Checker per typed field (except the model and text sources, which need the catalog)."""

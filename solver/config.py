@@ -1,20 +1,25 @@
-"""The run configuration: every knob of a pruning run, with its validation.
+"""The run configuration: every knob of a pruning run, declared once, with its validation.
 
 One frozen dataclass that the CLI, the TUI's setup screen and the run store share. Every option
 that ALGORITHM.md marks **[choice]** is a field here (alpha, damping, act-order, residual variant,
-block size, activation rule, true-sequential).
+block size, activation rule, true-sequential). Each field is declared with
+:func:`solver.options.option`: its default, help, group, and its flag, choices, bounds and place
+on ``duogpt eval`` and the setup form where it has them. :data:`OPTIONS` is that registry;
+:meth:`RunConfig.validate`, ``duogpt prune``/``eval``, ``duogpt-tui`` and the setup form all derive
+from it, so adding an option is one edit here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from solver.errors import InputError
+from solver.options import Bounds, FormField, Option, Surface, option, resolve_options
+from solver.options import unknown_choice as _unknown_choice
+from solver.run.methods import NAMES as METHODS  # the method registry's names
 
-METHODS = ("duogpt", "sparsegpt", "wanda", "magnitude", "dense")
 ACT_RULES = ("topk", "threshold")
 RESIDUAL_VARIANTS = ("original", "pruned")
 DEVICES = ("auto", "cpu", "cuda")
@@ -23,44 +28,251 @@ DAMPING_RULES = ("mean", "median", "channel")
 MASK_SCOPES = ("block", "row")
 ALPHA_SELECTIONS = ("fixed", "heldout")
 
+FRACTION = Bounds(0, 1)
+"""``[0, 1)``."""
+
+
+def parse_pattern(pattern: str) -> tuple[int, int] | None:
+    """Parse ``unstructured`` (-> None) or ``N:M`` (-> (N, M), N zeros in every M weights).
+
+    Raises:
+        InputError: the pattern is neither.
+    """
+    text = str(pattern).strip().lower()
+    if text in ("unstructured", "", "none"):
+        return None
+    parts = text.split(":")
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        n, m = int(parts[0]), int(parts[1])
+        if 0 < n < m:
+            return n, m
+    raise InputError(
+        f"malformed pattern {pattern!r}: use 'unstructured' or N:M with 0 < N < M, e.g. 2:4"
+    )
+
+
+def check_device(device: object) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether CUDA is there is checked at pre-flight).
+
+    Raises:
+        InputError: anything else.
+    """
+    if device not in DEVICES and not str(device).startswith("cuda:"):
+        raise InputError(_unknown_choice("device", device, DEVICES))
+
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a pruning run (defaults finish in minutes on a 2-core CPU)."""
 
-    model: str = "smollm2-135m"  # built-in name, local HF dir, .gguf file or hub id
-    calib: str = "sotu"  # built-in corpus, .txt/.jsonl file, or "wikitext2" / "c4"
-    eval: str = "moby-dick"  # evaluation text, same forms as calib
-    method: str = "duogpt"  # one of METHODS
-    weight_sparsity: float = 0.5  # target fraction of zero weights (unstructured)
-    pattern: str = "unstructured"  # "unstructured" or "N:M", e.g. "2:4" (N zeros in every M)
-    act_sparsity: float = 0.5  # fraction of each linear layer's input zeroed per token; 0 = off
-    act_rule: str = "topk"  # "topk" (per-token top-k) or "threshold" (calibrated, TEAL-style)
-    nsamples: int = 16  # calibration sequences
-    seqlen: int = 256  # tokens per calibration sequence (and per evaluation window)
-    eval_windows: int = 16  # non-overlapping evaluation windows of eval_len tokens; 0 = skip
-    eval_seqlen: int = 0  # tokens per evaluation window; 0 = the same as seqlen
-    eval_dense: bool = True  # also measure the dense model (with and without activation sparsity)
-    seed: int = 0  # seeds the calibration sampling and everything random
-    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
-    dtype: str = "float32"  # model dtype; the solver's math is float32 whatever this is
-    alpha: float = 0.125  # DuoGPT residual scale; 0 = SparseGPT on sparse-input statistics
-    alpha_select: str = "fixed"  # "heldout": per layer, the best of 0, alpha/2, alpha on held-out
-    damping: float = 0.01  # relative Hessian damping (times the mean or median diagonal)
-    residual_damping: float = 1.0  # damping of DuoGPT's residual terms (a ridge); 0 = as damping
-    damping_rule: str = "mean"  # damping relative to diag(H)'s "mean", "median" or each "channel"
-    mask_scope: str = "row"  # OBS masks compare scores in each "row" or each n x B "block"
-    token_clip: float = 4.0  # cap each calibration token's norm at c x the median; 0 = off
-    block_size: int = 128  # columns per lazy-update block
-    act_order: bool = False  # process columns by descending Hessian diagonal
-    residual_variant: str = "original"  # lazy residual uses pre-pruning ("original") or pruned
-    true_sequential: bool = True  # prune [qkv] -> [o] -> [gate, up] -> [down] in order
-    batch_size: int = 8  # calibration sequences per forward pass
-    proxy_every: int = 0  # measure a cheap proxy perplexity every N blocks; 0 = off
-    proxy_windows: int = 4  # windows for the proxy perplexity
-    save_model: bool = True  # save the pruned model into the run directory
-    checkpoints: bool = True  # checkpoint after every block into the run directory (--resume)
-    keep_checkpoints: bool = False  # keep the checkpoints after the run has finished
+    model: str = option(
+        "smollm2-135m",
+        "Built-in name, local HF model folder, .gguf file or hub id.",
+        "data",
+        form=FormField(1, "Model", "folder, file or hub id", picker="models"),
+    )
+    calib: str = option(
+        "sotu",
+        "Calibration text: built-in, .txt/.jsonl file, wikitext2 or c4.",
+        "data",
+        form=FormField(2, "Calibration text", ".txt / .jsonl file", picker="texts"),
+    )
+    eval: str = option(
+        "moby-dick",
+        "Evaluation text (same forms as --calib).",
+        "data",
+        eval_help="Evaluation text (built-in, file, wikitext2, c4).",
+        form=FormField(3, "Evaluation text", ".txt / .jsonl file", picker="texts"),
+    )
+    method: str = option(
+        "duogpt",
+        "Pruning method: {choices}.",
+        "sparsity",
+        choices=METHODS,
+        form=FormField(
+            4,
+            "Method",
+            choice_labels=(
+                "duogpt (dual-sparse OBS)",
+                "sparsegpt",
+                "wanda",
+                "magnitude",
+                "dense (no weight pruning)",
+            ),
+        ),
+    )
+    weight_sparsity: float = option(
+        0.5,
+        "Target fraction of zero weights, in [0, 1).",
+        "sparsity",
+        bounds=FRACTION,
+        form=FormField(6, "Weight sparsity", "fraction of weights pruned, e.g. 0.5"),
+    )
+    pattern: str = option(
+        "unstructured",
+        "'unstructured' or N:M (N zeros in every M weights), e.g. 2:4.",
+        "sparsity",
+        check=parse_pattern,
+        form=FormField(
+            5,
+            "Weight pattern",
+            "unstructured or N:M, e.g. 2:4",
+            suggestions=("unstructured", "2:4", "4:8"),
+        ),
+    )
+    act_sparsity: float = option(
+        0.5,
+        "Fraction of each layer's input zeroed; 0 disables.",
+        "sparsity",
+        bounds=FRACTION,
+        eval_help="Activation sparsity (top-k) applied during evaluation.",
+        form=FormField(7, "Activation sparsity", "fraction of inputs zeroed per token; 0 = off"),
+    )
+    act_rule: str = option(
+        "topk",
+        "Activation sparsity rule: {choices}.",
+        "sparsity",
+        choices=ACT_RULES,
+        noun="activation rule",
+        form=FormField(
+            8, "Activation rule", choice_labels=("topk (per token)", "threshold (calibrated)")
+        ),
+    )
+    nsamples: int = option(
+        16,
+        "Calibration sequences.",
+        "calibration",
+        bounds=Bounds(1),
+        form=FormField(11, "Calibration samples", "sequences"),
+    )
+    seqlen: int = option(
+        256,
+        "Tokens per calibration sequence and eval window.",
+        "calibration",
+        bounds=Bounds(8),
+        eval_help="Tokens per window.",
+        form=FormField(12, "Sequence length", "tokens per sample and per evaluation window"),
+    )
+    eval_windows: int = option(
+        16,
+        "Evaluation windows (of --eval-seqlen tokens); 0 skips.",
+        "evaluation",
+        bounds=Bounds(0),
+        eval_help="Non-overlapping windows of seqlen tokens.",
+        form=FormField(13, "Evaluation windows", "0 skips perplexity"),
+    )
+    eval_seqlen: int = option(
+        0, "Tokens per evaluation window; 0 means --seqlen.", "evaluation", bounds=Bounds(0)
+    )
+    eval_dense: bool = option(
+        True, "Also measure the dense model (with and without activation sparsity).", "evaluation"
+    )
+    seed: int = option(
+        0,
+        "Random seed.",
+        "run",
+        form=FormField(14, "Seed", "seeds sampling and everything random"),
+    )
+    device: str = option(
+        "auto",
+        "Device: {choices} (auto uses CUDA when present).",
+        "machine",
+        choices=DEVICES,
+        check=check_device,
+        eval_help="Device: {choices}.",
+        form=FormField(15, "Device", picker="devices"),
+    )
+    dtype: str = option(
+        "float32",
+        "Model dtype: {choices} (the solver's math is float32).",
+        "machine",
+        choices=DTYPES,
+        form=FormField(16, "Model dtype", choice_labels=DTYPES),
+    )
+    alpha: float = option(
+        0.125,
+        "DuoGPT residual scale; 0 = sparse-input SparseGPT.",
+        "solver",
+        bounds=Bounds(0),
+        form=FormField(9, "Alpha (DuoGPT)", "residual scale; 0 = SparseGPT on sparse inputs"),
+    )
+    alpha_select: str = option(
+        "fixed",
+        "DuoGPT alpha per layer: fixed (--alpha everywhere) or heldout (the best of 0, "
+        "alpha/2 and alpha on held-out calibration sequences).",
+        "solver",
+        choices=ALPHA_SELECTIONS,
+        noun="alpha selection",
+    )
+    damping: float = option(
+        0.01,
+        "Relative Hessian damping.",
+        "solver",
+        bounds=Bounds(0, 10, low_open=True),
+        form=FormField(10, "Damping", "relative Hessian damping, e.g. 0.01"),
+    )
+    residual_damping: float = option(
+        1.0,
+        "Relative damping of DuoGPT's residual terms (a ridge); 0 = --damping.",
+        "solver",
+        bounds=Bounds(0, 1000),
+    )
+    damping_rule: str = option(
+        "mean",
+        "What --damping is relative to: {choices} of diag(H).",
+        "solver",
+        choices=DAMPING_RULES,
+    )
+    mask_scope: str = option(
+        "row",
+        "OBS masks compare scores in each column block or each row: {choices}.",
+        "solver",
+        choices=MASK_SCOPES,
+    )
+    token_clip: float = option(
+        4.0,
+        "Cap each calibration token's norm at this many times the median; 0 = off.",
+        "calibration",
+        bounds=Bounds(0),
+    )
+    block_size: int = option(128, "Columns per lazy-update block.", "solver", bounds=Bounds(1))
+    act_order: bool = option(False, "Process columns by descending Hessian diagonal.", "solver")
+    residual_variant: str = option(
+        "original",
+        "Lazy residual update: {choices}.",
+        "solver",
+        choices=RESIDUAL_VARIANTS,
+    )
+    true_sequential: bool = option(
+        True,
+        "Prune [qkv] -> [o] -> [gate, up] -> [down] in order, or a block at once.",
+        "solver",
+        off_flag="--all-at-once",
+    )
+    batch_size: int = option(8, "Sequences per forward pass.", "machine", bounds=Bounds(1))
+    proxy_every: int = option(
+        0,
+        "Proxy perplexity every N blocks; 0 = off.",
+        "evaluation",
+        bounds=Bounds(0),
+        form=FormField(
+            17,
+            "Proxy perplexity",
+            toggle=5,
+            unit="blocks",
+            hint="cheap perplexity during the run",
+        ),
+    )
+    proxy_windows: int = option(
+        4, "Windows for the proxy perplexity.", "evaluation", bounds=Bounds(1)
+    )
+    save_model: bool = option(True, "Save the pruned model into the run directory.", "output")
+    checkpoints: bool = option(
+        True,
+        "Checkpoint after every block, so that --resume can continue the run.",
+        "output",
+    )
+    keep_checkpoints: bool = option(False, "Keep the checkpoints once the run finished.", "output")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready)."""
@@ -95,83 +307,23 @@ class RunConfig:
         return nm[0] / nm[1] if nm else self.weight_sparsity
 
     def validate(self) -> RunConfig:
-        """Check every field; return self.
+        """Check every field against its option (choices, bounds, pattern); return self.
 
         Raises:
-            InputError: one actionable line naming the bad field.
+            InputError: one actionable line naming the first bad field (in field order).
         """
-        if self.method not in METHODS:
-            raise InputError(f"unknown method {self.method!r}: choose one of {', '.join(METHODS)}")
-        _check_fraction("weight sparsity", self.weight_sparsity, "--weight-sparsity")
-        _check_fraction("activation sparsity", self.act_sparsity, "--act-sparsity")
-        parse_pattern(self.pattern)
-        if self.act_rule not in ACT_RULES:
-            raise InputError(f"unknown activation rule {self.act_rule!r}: use topk or threshold")
-        if self.residual_variant not in RESIDUAL_VARIANTS:
-            raise InputError(
-                f"unknown residual variant {self.residual_variant!r}: use original or pruned"
-            )
-        if self.dtype not in DTYPES:
-            raise InputError(f"unknown dtype {self.dtype!r}: use {', '.join(DTYPES)}")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise InputError(f"unknown device {self.device!r}: use auto, cpu or cuda")
-        for name, value, low in (
-            ("nsamples", self.nsamples, 1),
-            ("seqlen", self.seqlen, 8),
-            ("eval_windows", self.eval_windows, 0),
-            ("eval_seqlen", self.eval_seqlen, 0),
-            ("block_size", self.block_size, 1),
-            ("batch_size", self.batch_size, 1),
-            ("proxy_every", self.proxy_every, 0),
-            ("proxy_windows", self.proxy_windows, 1),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                flag = "--" + name.replace("_", "-")
-                raise InputError(f"{flag} must be an integer >= {low}, got {value!r}")
-        if not _finite(self.alpha) or self.alpha < 0:
-            raise InputError(f"--alpha must be a number >= 0, got {self.alpha!r}")
-        if self.damping_rule not in DAMPING_RULES:
-            raise InputError(
-                f"unknown damping rule {self.damping_rule!r}: use {', '.join(DAMPING_RULES)}"
-            )
-        if self.alpha_select not in ALPHA_SELECTIONS:
-            raise InputError(f"unknown alpha selection {self.alpha_select!r}: use fixed or heldout")
-        if self.mask_scope not in MASK_SCOPES:
-            raise InputError(f"unknown mask scope {self.mask_scope!r}: use block or row")
-        if not _finite(self.residual_damping) or not 0 <= self.residual_damping < 1000:
-            raise InputError(
-                f"--residual-damping must be a number in [0, 1000), got {self.residual_damping!r}"
-            )
-        if not _finite(self.token_clip) or self.token_clip < 0:
-            raise InputError(f"--token-clip must be a number >= 0, got {self.token_clip!r}")
-        if not _finite(self.damping) or not 0 < self.damping < 10:
-            raise InputError(f"--damping must be a number in (0, 10), got {self.damping!r}")
+        for spec in OPTIONS:
+            spec.validate(getattr(self, spec.name))
         return self
 
 
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+OPTIONS: tuple[Option, ...] = resolve_options(RunConfig)
+"""The option registry: one :class:`~solver.options.Option` per field, in field order."""
+
+OPTION: dict[str, Option] = {spec.name: spec for spec in OPTIONS}
+"""The options by field name."""
 
 
-def _check_fraction(what: str, value: object, flag: str) -> None:
-    if not _finite(value) or not 0 <= float(value) < 1:  # type: ignore[arg-type]
-        raise InputError(f"{flag} must be a number in [0, 1), got {value!r} ({what})")
-
-
-def parse_pattern(pattern: str) -> tuple[int, int] | None:
-    """Parse ``unstructured`` (-> None) or ``N:M`` (-> (N, M), N zeros in every M weights).
-
-    Raises:
-        InputError: the pattern is neither.
-    """
-    text = str(pattern).strip().lower()
-    if text in ("unstructured", "", "none"):
-        return None
-    parts = text.split(":")
-    if len(parts) == 2 and all(p.isdigit() for p in parts):
-        n, m = int(parts[0]), int(parts[1])
-        if 0 < n < m:
-            return n, m
-    raise InputError(
-        f"malformed pattern {pattern!r}: use 'unstructured' or N:M with 0 < N < M, e.g. 2:4"
-    )
+def options_on(surface: Surface) -> tuple[Option, ...]:
+    """The options shown on ``surface``, in field order."""
+    return tuple(spec for spec in OPTIONS if surface in spec.surfaces)

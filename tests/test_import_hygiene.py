@@ -88,6 +88,8 @@ def test_pure_math_imports_neither_io_nor_run() -> None:
 def test_headless_app_modules_never_import_textual() -> None:
     modules = ["duogpt_tui.runstore", "duogpt_tui.runner", "duogpt_tui.report"]
     modules += ["duogpt_tui.textplot", "duogpt_tui.summary"]
+    modules += ["duogpt_tui.runview", "duogpt_tui.formatting", "duogpt_tui.eventtext"]
+    modules += ["duogpt_tui.eventlog", "duogpt_tui.eventfile"]
     loaded = loaded_after_import(modules)
     assert not loaded & {"textual", "rich", "typer", "torch"}, loaded
 

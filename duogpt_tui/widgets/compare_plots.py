@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from duogpt_tui.eventlog import ERROR_FLOOR
+from duogpt_tui.formatting import number
 from duogpt_tui.widgets.plot_base import ThemedPlot, decade_ticks
 
 
@@ -124,7 +125,7 @@ class SparsityPerplexityPlot(ThemedPlot):
             plt.plot(
                 [low, high],
                 [dense[0], dense[0]],
-                label=f"dense {dense[0]:.1f}",
+                label=f"dense {number(dense[0], 1)}",
                 color=self.color(len(self.runs)),
             )
         plt.xlim(0, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.widgets import DataTable
 
 from duogpt_tui.eventlog import EventLog
+from duogpt_tui.formatting import number, percent, scientific
 
 COLUMNS = ("blk", "layer", "shape", "W", "X", "before", "after", "s")
 """Column headers: block, layer name, weight shape, achieved weight and activation sparsity,
@@ -54,11 +55,11 @@ class LayerTable(DataTable[str]):
                 str(layer.block),
                 layer.name,
                 shape,
-                f"{layer.weight_sparsity:.1%}",
-                f"{layer.act_sparsity:.1%}",
-                f"{layer.error_before:.1e}",
-                f"{layer.error_after:.1e}",
-                f"{layer.seconds:.2f}",
+                percent(layer.weight_sparsity),
+                percent(layer.act_sparsity),
+                scientific(layer.error_before, 1),
+                scientific(layer.error_after, 1),
+                number(layer.seconds),
                 key=f"{layer.block}.{layer.name}",
             )
         if follow and self.row_count:

@@ -1,78 +1,14 @@
 """The setup screen's pre-flight line: the estimate of memory and time, or what is wrong.
 
-The figures come from :func:`solver.run.estimate.estimate` and the memory check from
-:func:`solver.io.system.available_memory_mb`, worded as ``duogpt prune`` words them on stderr
-(``duogpt_tui.cli.preflight_estimate``; a test keeps the two in step), so the CLI and the
-workbench say the same thing for the same settings. :func:`estimate_lines` imports torch
-(``solver.io.system``), so the setup screen calls it on a thread worker.
+The text comes from :func:`duogpt_tui.preflight_text.estimate_lines`, the lines ``duogpt prune``
+prints on stderr, so the CLI and the workbench say the same thing for the same settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from textual.widgets import Static
 
-from solver.config import RunConfig
-
-
-@dataclass(frozen=True)
-class EstimateLines:
-    """What the pre-flight check says about a run's cost.
-
-    Attributes:
-        line: ``pre-flight: about 1.2 GB of memory and 3 min on cpu (...)``, or why there is no
-            estimate.
-        warning: ``warning: this run needs about ... but only ... is available ...`` when the
-            estimate exceeds the memory available, and ``warning: thin calibration: ...`` when
-            the calibration tokens are fewer than 2x the widest layer's inputs (one line each);
-            empty otherwise.
-    """
-
-    line: str
-    warning: str = ""
-
-
-def duration(seconds: float) -> str:
-    """``45 s``, ``12 min`` or ``2.5 h`` (as ``duogpt prune`` prints durations)."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def estimate_lines(config: RunConfig) -> EstimateLines:
-    """The pre-flight estimate of ``config`` and the memory warning, as the CLI prints them.
-
-    Raises:
-        InputError: the device cannot be used (``--device cuda`` without CUDA).
-    """
-    from solver.io import system
-    from solver.run import estimate
-
-    device = system.resolve_device(config.device)
-    guess = estimate.estimate(config, device=device.type)
-    if guess.seconds <= 0:
-        return EstimateLines(f"pre-flight: no estimate ({guess.detail})")
-    needed = estimate.megabytes(guess.memory_mb)
-    line = (
-        f"pre-flight: about {needed} of memory and {duration(guess.seconds)} on {device} "
-        f"({guess.detail})"
-    )
-    warnings = []
-    available = system.available_memory_mb(device)
-    if available is not None and guess.memory_mb > available:
-        elsewhere = "--device cpu" if device.type == "cuda" else "a machine with more memory"
-        warnings.append(
-            f"warning: this run needs about {needed} but only {estimate.megabytes(available)} "
-            f"is available on {device}: use fewer --nsamples, a shorter --seqlen, a smaller "
-            f"--batch-size, or {elsewhere}"
-        )
-    thin = estimate.thin_calibration_for(config)
-    if thin:
-        warnings.append(f"warning: {thin}")
-    return EstimateLines(line, "\n".join(warnings))
+from duogpt_tui.preflight_text import EstimateLines
 
 
 class PreflightLine(Static):

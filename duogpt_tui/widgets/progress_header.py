@@ -1,4 +1,8 @@
-"""The run's progress header: a bar of solved layers, the ETA and what is being worked on."""
+"""The run's progress header: a bar of solved layers, the ETA and what is being worked on.
+
+The ETA is the run view's (:meth:`~duogpt_tui.runview.RunView.eta_seconds`), written as the CLI's
+progress writes it (:func:`~duogpt_tui.formatting.eta`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import ProgressBar, Static
 
-from duogpt_tui.eventlog import EventLog, format_seconds
+from duogpt_tui.eventlog import EventLog
+from duogpt_tui.formatting import eta
 
 
 class ProgressHeader(Horizontal):
@@ -61,8 +66,8 @@ class ProgressHeader(Horizontal):
         parts = []
         if log.layers and log.n_layers:
             parts.append(f"{len(log.layers)}/{log.n_layers} layers")
-        eta = log.eta_seconds()
-        if eta is not None:
-            parts.append(f"ETA {format_seconds(eta)}")
+        time_left = eta(log.eta_seconds())
+        if time_left:
+            parts.append(time_left)
         parts.append(log.activity())
         self.query_one("#progress-activity", Static).update(" · ".join(parts), layout=False)

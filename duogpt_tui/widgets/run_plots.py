@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from duogpt_tui.eventlog import LAYER_TYPES, EventLog
+from duogpt_tui.formatting import number
 from duogpt_tui.widgets.plot_base import ThemedPlot, decade_ticks
 
 REF_LABELS = {"dense": "dense", "dense_act": "dense+act", "pruned": "pruned"}
@@ -181,7 +182,7 @@ class PerplexityPlot(ThemedPlot):
         for index, label in enumerate(REF_LABELS):
             if label in self.refs:
                 ppl = self.refs[label]
-                name = f"{REF_LABELS[label]} {ppl:.1f}"
+                name = f"{REF_LABELS[label]} {number(ppl, 1)}"
                 plt.plot([0, right], [ppl, ppl], label=name, color=self.color(index))
         if self.proxy_blocks:
             plt.plot(

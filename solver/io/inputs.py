@@ -449,7 +449,7 @@ def _check_not_a_missing_path(spec: str) -> None:
         )
 
 
-def check_text(flag: str, spec: str, need_tokens: int) -> None:
+def check_text(flag: str, spec: str, need_tokens: int, length_flag: str = "--seqlen") -> None:
     """Read a text file as the run will, and check it can hold ``need_tokens`` tokens.
 
     Built-in and dataset names are left to the run. Every token covers at least one byte, so a
@@ -459,7 +459,9 @@ def check_text(flag: str, spec: str, need_tokens: int) -> None:
     Args:
         flag: ``--calib`` or ``--eval``, for the message.
         spec: the text spec.
-        need_tokens: ``nsamples x seqlen`` for calibration, ``seqlen`` for evaluation.
+        need_tokens: ``nsamples x seqlen`` for calibration, one window for evaluation.
+        length_flag: the option that sets the window length (``--seqlen``, or
+            ``--eval-seqlen`` when that sets the evaluation windows), for the message.
 
     Raises:
         InputError: the file is missing, a folder, empty, binary, not UTF-8, a bad ``.jsonl``,
@@ -483,7 +485,7 @@ def check_text(flag: str, spec: str, need_tokens: int) -> None:
         what, fix = (
             ("nsamples x seqlen", "fewer --nsamples or a shorter --seqlen")
             if flag == "--calib"
-            else ("one window of --seqlen", "a shorter --seqlen")
+            else (f"one window of {length_flag}", f"a shorter {length_flag}")
         )
         raise InputError(
             f"{flag} text '{name}' has only {size} bytes, fewer than the {need_tokens} tokens "

@@ -6,12 +6,14 @@ the UI, CLI and report never time or probe anything themselves.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
 import sys
 from importlib import metadata
 
+import psutil
 import torch
 
 from solver.errors import InputError
@@ -55,21 +57,14 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
 def available_memory_mb(device: torch.device | None = None) -> float | None:
     """Memory a run can still use: free accelerator memory on CUDA, else the host's available RAM.
 
-    The host figure is ``MemAvailable`` from ``/proc/meminfo`` (Linux), else the free physical
-    pages from ``os.sysconf``. None when it cannot be known (never raises).
+    The host figure is psutil's ``available`` (``MemAvailable`` on Linux). None when it cannot
+    be known (never raises).
     """
     try:
         if device is not None and device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             return free / 2**20
-        try:
-            with open("/proc/meminfo", encoding="ascii") as meminfo:
-                for line in meminfo:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) / 1024.0  # KiB
-        except OSError:
-            pass
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+        return float(psutil.virtual_memory().available) / 2**20
     except Exception:  # an estimate must never stop a run
         return None
 
@@ -93,11 +88,8 @@ def host(device: torch.device) -> dict[str, object]:
         "torch_threads": torch.get_num_threads(),
         "python": sys.version.split()[0],
     }
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        info["memory_gb"] = round(pages / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        pass
+    with contextlib.suppress(Exception):  # a description must never stop a run
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     if device.type == "cuda":
         info["accelerator"] = torch.cuda.get_device_name(device)
     return info

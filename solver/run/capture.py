@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -44,7 +44,7 @@ def capture_block_inputs(
     hidden: list[torch.Tensor] = []
     extras: list[dict[str, Any]] = []
 
-    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         states = args[0] if args else kwargs.pop("hidden_states")
         hidden.append(states.detach())
         extras.append({k: v for k, v in kwargs.items() if k not in _DROP_KWARGS})
@@ -77,12 +77,13 @@ def move_kwargs(kwargs: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def run_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
     """One decoder block's output hidden states for one batch."""
     out = block(hidden, **kwargs)
-    return out[0] if isinstance(out, tuple) else out
+    states: torch.Tensor = out[0] if isinstance(out, tuple) else out
+    return states
 
 
 @contextmanager
 def capture_inputs(
-    modules: dict[str, nn.Module], store: dict[str, list[torch.Tensor]], *, stop_after: str = ""
+    modules: Mapping[str, nn.Module], store: dict[str, list[torch.Tensor]], *, stop_after: str = ""
 ) -> Iterator[None]:
     """Record the raw input of each module (before any activation sparsity hook runs).
 
@@ -97,7 +98,7 @@ def capture_inputs(
     handles = []
     for name, module in modules.items():
 
-        def hook(_module: nn.Module, args: tuple, name: str = name) -> None:
+        def hook(_module: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
             store.setdefault(name, []).append(args[0].detach())
             if name == stop_after:
                 raise StopForward

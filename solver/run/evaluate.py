@@ -13,21 +13,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from solver.errors import InputError
 from solver.io import system
+from solver.io.run_files import ACT_SETTINGS_FILE, EVENTS_FILE, MODEL_DIR
 from solver.math.activations import ActivationSparsifier
 from solver.run.adapters import find_adapter
-
-ACT_SETTINGS_FILE = "activation_sparsity.json"
 
 
 def run_model_dir(target: str) -> Path | None:
     """The pruned model folder if ``target`` is a run directory (or its ``model/``), else None."""
     path = Path(target).expanduser()
-    for candidate in (path / "model", path):
+    for candidate in (path / MODEL_DIR, path):
         if (candidate / ACT_SETTINGS_FILE).is_file():
             return candidate
-    if (path / "events.jsonl").is_file():
+    if (path / EVENTS_FILE).is_file():
         raise InputError(
             f"run directory {target!r} has no saved model (cancelled, failed, or run with "
             "--no-save-model): nothing to evaluate"
@@ -86,7 +87,8 @@ def evaluate(
     adapter = find_adapter(loaded.model)
     sparsity = float(settings["sparsity"])
     sparsifier = ActivationSparsifier(sparsity, settings["rule"], settings.get("thresholds") or {})
-    model = loaded.model.to(torch_device)
+    model: nn.Module = loaded.model
+    model.to(torch_device)
     with sparsifier.attach(adapter.all_linears(model) if sparsity > 0 else {}):
         ppl = perplexity(
             model, tokens, device=torch_device, batch_size=batch_size, progress=progress

@@ -11,25 +11,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from solver.errors import InputError, RunError
+from solver.run.stop import CancelToken, RunCancelled
 
 __all__ = ["EvalCancelled", "perplexity"]
 
 
-class CancelToken(Protocol):
-    """Anything with ``is_set()``: a ``threading.Event``, a Textual worker's cancelled event."""
-
-    def is_set(self) -> bool:
-        """True once cancellation was asked for."""
-        ...
-
-
-class EvalCancelled(Exception):
+class EvalCancelled(RunCancelled):
     """The evaluation was cancelled between two batches; carries the windows done so far.
 
     Attributes:
@@ -46,7 +39,7 @@ class EvalCancelled(Exception):
 @torch.no_grad()
 def perplexity(
     model: Any,
-    windows: torch.LongTensor,
+    windows: torch.Tensor,
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 4,

@@ -360,6 +360,26 @@ def test_eval_prints_perplexity(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> No
     assert line.stdout.startswith("ppl 47.62  tiny-random  X 0.0%")
 
 
+def test_eval_of_a_run_directory_uses_its_evaluation_window(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def recording(target: str, **kwargs: Any) -> dict[str, Any]:
+        seen.update(kwargs)
+        return fake_evaluate(target, **kwargs)
+
+    monkeypatch.setattr(cli_mod, "evaluator", lambda: recording)
+    run = tmp_path / "run"
+    run.mkdir()
+    config = RunConfig(model="tiny-random", seqlen=128, eval_seqlen=64, eval_windows=3)
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    assert cli("eval", str(run)).exit_code == 0
+    assert (seen["seqlen"], seen["windows"]) == (64, 3)
+    assert cli("eval", str(run), "--seqlen", "32").exit_code == 0
+    assert seen["seqlen"] == 32
+
+
 def test_eval_bad_input_exits_2(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli_mod, "evaluator", lambda: fake_evaluate)
     assert "model '/nope' not found" in one_error_line(cli("eval", "/nope").stderr)

@@ -189,3 +189,11 @@ def test_debug_shows_the_traceback(real_cli: Cli) -> None:
     assert result.exit_code == 2
     assert "Traceback" in result.stderr and "InputError" in result.stderr
     assert result.stderr.rstrip().splitlines()[-1].startswith("error: --seqlen 2048")
+
+
+def test_a_too_short_evaluation_file_names_the_eval_window_option(real_cli: Cli) -> None:
+    path = real_cli.root / "eval.txt"
+    path.write_text("a little text " * 4)
+    line = refused(real_cli, "--eval", str(path), "--eval-seqlen", "64")
+    assert "fewer than the 64 tokens of one window of --eval-seqlen" in line
+    assert "a shorter --eval-seqlen" in line

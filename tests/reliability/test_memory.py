@@ -12,8 +12,8 @@ from duogpt_tui.runstore import RunDir
 from solver import events as ev
 from solver.config import RunConfig
 from solver.io import system
+from solver.math import obc
 from solver.run import estimate
-from solver.run import pipeline as pipeline_mod
 from solver.run.estimate import block_memory
 from tests.cli.conftest import Cli
 from tests.reliability.conftest import FAST, one_error_line
@@ -30,7 +30,7 @@ def test_out_of_memory_in_a_block_is_one_actionable_line(
     def out_of_memory(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr(pipeline_mod, "prune_obc", out_of_memory)
+    monkeypatch.setattr(obc, "prune_obc", out_of_memory)
     result = real_cli("prune", *FAST, "--eval-windows", "0", "--out", "run")
     assert result.exit_code == 1
     need = block_memory(nsamples=4, seqlen=32, batch_size=8, hidden=64, intermediate=128)

@@ -18,14 +18,15 @@ import pytest
 import torch
 from torch import nn
 
+from duogpt_tui.runner import terminal_event
 from duogpt_tui.runstore import RunDir
 from solver import events as ev
 from solver.config import RunConfig
 from solver.io import models
 from solver.io.models import LoadedModel, tiny_random_model
 from solver.math import obc
-from solver.run import pipeline as pipeline_mod
 from solver.run.pipeline import run
+from solver.run.stop import RunStopped
 from tests.cli.conftest import Cli
 from tests.reliability.conftest import FAST, one_error_line
 
@@ -57,6 +58,16 @@ def failed(events: list[ev.Event]) -> ev.Failed:
     assert sum(ev.is_terminal(e) for e in events) == 1
     assert isinstance(events[-1], ev.Failed), events[-1]
     return events[-1]
+
+
+def failed_run(config: RunConfig) -> ev.Failed:
+    """Run the pipeline, which must stop early; the failure the runner records for it."""
+    with pytest.raises(RunStopped) as info:
+        for event in run(config):
+            assert not ev.is_terminal(event), event
+    end = terminal_event(info.value)
+    assert isinstance(end, ev.Failed), end
+    return end
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,7 +140,7 @@ def test_nan_in_the_statistics_stops_the_run(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch,
         lambda m: m.model.layers[0].post_attention_layernorm.register_forward_hook(nan_output),
     )
-    end = failed(list(run(TINY)))
+    end = failed_run(TINY)
     assert end.block == 0
     assert end.error.startswith("block 0 mlp.gate_proj: calibration statistics hold NaN/Inf")
 
@@ -155,7 +166,7 @@ def test_nan_in_a_blocks_output_stops_the_run(
 
 def test_nan_in_the_outputs_stops_the_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_loader(monkeypatch, lambda m: m.lm_head.register_forward_hook(nan_output))
-    end = failed(list(run(TINY.replace(eval_windows=2))))
+    end = failed_run(TINY.replace(eval_windows=2))
     assert end.block == -1 and "perplexity is not finite" in end.error
 
 
@@ -184,13 +195,13 @@ def test_bfloat16_keeps_the_solver_math_in_float32(
     real_cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[tuple[torch.dtype, torch.dtype]] = []
-    real = pipeline_mod.prune_obc
+    real = obc.prune_obc
 
     def spy(weight: torch.Tensor, H: torch.Tensor, **kwargs: Any) -> Any:
         seen.append((weight.dtype, H.dtype))
         return real(weight, H, **kwargs)
 
-    monkeypatch.setattr(pipeline_mod, "prune_obc", spy)
+    monkeypatch.setattr(obc, "prune_obc", spy)
     result = real_cli("prune", *FAST, "--dtype", "bfloat16", "--out", "run", "--json")
     assert result.exit_code == 0, result.stderr
     events = RunDir.open(real_cli.root / "run").events()
@@ -219,5 +230,5 @@ def test_saved_nan_model_folder_passes_the_preflight(tmp_path: Path) -> None:
     loaded.model.save_pretrained(tmp_path)
     loaded.tokenizer.save_pretrained(tmp_path)
     assert check_model(str(tmp_path)).hidden == 64
-    end = failed(list(run(TINY.replace(model=str(tmp_path)))))
+    end = failed_run(TINY.replace(model=str(tmp_path)))
     assert end.error.startswith("model.embed_tokens.weight: the model's weights hold NaN/Inf")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from duogpt_tui.report import render_comparison, render_markdown
-from duogpt_tui.runstore import summarize
+from duogpt_tui.runview import RunView
 from solver import events as ev
 from tests.report import scripted
 
@@ -104,7 +104,12 @@ def test_comparison_warns_about_different_protocols() -> None:
     assert "different protocols" in text
 
 
-def test_summarize_headline_numbers() -> None:
+def summarize(events: list[ev.Event]) -> dict:
+    """The headline figures of ``events`` (the JSON-ready dict of their view)."""
+    return RunView.of(events).headline()
+
+
+def test_headline_numbers() -> None:
     head = summarize(scripted.finished_run())
     assert head["status"] == "finished"
     assert (head["ppl_dense"], head["ppl_dense_act"], head["ppl"]) == (1000.0, 1200.5, 1850.75)
@@ -116,6 +121,19 @@ def test_summarize_headline_numbers() -> None:
     failed = summarize(scripted.failed_run())
     assert failed["error"].startswith("NaN") and failed["category"] == "run"
     assert summarize(scripted.finished_run()[:5])["status"] == "running"
+
+
+def test_the_view_grown_event_by_event_is_the_view_of_the_list() -> None:
+    """One fold: adding events one at a time gives the same view as folding the list."""
+    events = scripted.finished_run()
+    grown = RunView()
+    for event in events:
+        grown.add(event)
+    assert grown == RunView.of(events)
+    partial = RunView.of(events[:10])  # two layers solved, 0.15 s after block 0 started
+    assert partial.headline()["n_layers"] == partial.n_layers == 14
+    assert partial.eta_seconds() == pytest.approx(0.15 / 2 * 12)
+    assert RunView.of(events).eta_seconds() is None
 
 
 @pytest.mark.parametrize("event", scripted.every_event_type(), ids=lambda e: e.kind)

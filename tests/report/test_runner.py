@@ -13,7 +13,8 @@ from duogpt_tui.report import render_markdown
 from duogpt_tui.runstore import RunDir
 from solver import events as ev
 from solver.config import RunConfig
-from solver.errors import InputError
+from solver.errors import InputError, RunError
+from solver.run.stop import RunCancelled, RunStopped
 from tests.report import scripted
 
 
@@ -160,3 +161,82 @@ def test_a_missing_pipeline_ends_failed(tmp_path: Path, monkeypatch: pytest.Monk
     [failed] = list(runner.execute(scripted.CONFIG, run_dir))
     assert isinstance(failed, ev.Failed) and "ImportError" in failed.error
     assert_ended(RunDir.open(run_dir.path), "failed")
+
+
+# -- the runner is the one place that makes Failed and Cancelled ---------------------------------
+
+
+def stopping_source(cause: BaseException, t: float = 4.5, block: int = 1) -> Any:
+    """A fake source that yields a few events, then stops like the pipeline: ``RunStopped``."""
+
+    def source(config: RunConfig, cancel: Any, workdir: Path) -> Iterator[ev.Event]:
+        yield from scripted.finished_run()[:3]
+        raise RunStopped(cause, t=t, block=block, phase="while pruning")
+
+    return source
+
+
+def test_a_cancelled_pipeline_becomes_the_cancelled_event(tmp_path: Path) -> None:
+    yielded, run_dir = run_all(tmp_path, stopping_source(RunCancelled()))
+    assert yielded[-1] == ev.Cancelled(t=4.5, block=1, reason="cancelled while pruning")
+    assert yielded == run_dir.events()
+    assert_ended(run_dir, "cancelled")
+
+
+@pytest.mark.parametrize(
+    ("cause", "category"),
+    [(RunError("block 1 mlp.up_proj: NaN; raise --damping"), "run"), (InputError("bad"), "input")],
+)
+def test_a_failed_pipeline_keeps_its_one_line(
+    tmp_path: Path, cause: Exception, category: str
+) -> None:
+    yielded, run_dir = run_all(tmp_path, stopping_source(cause))
+    failed = yielded[-1]
+    assert isinstance(failed, ev.Failed) and (failed.t, failed.block) == (4.5, 1)
+    assert (failed.error, failed.category) == (str(cause), category)
+    assert type(cause).__name__ in failed.detail
+    assert_ended(run_dir, "failed")
+
+
+def test_a_bug_in_the_pipeline_is_marked_unexpected() -> None:
+    try:
+        raise KeyError("layer")
+    except KeyError as bug:
+        stop = RunStopped(bug, t=2.0, block=0, phase="while pruning")
+    failed = runner.terminal_event(stop)
+    assert isinstance(failed, ev.Failed) and failed.category == "run"
+    assert failed.error.startswith("unexpected KeyError: 'layer' (see events.jsonl")
+    assert "Traceback" in failed.detail and (failed.t, failed.block) == (2.0, 0)
+
+
+def test_an_ending_that_cannot_be_written_is_still_yielded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = RunDir.create(scripted.CONFIG, out=tmp_path / "run")
+    real = run_dir.append
+
+    def append(event: ev.Event) -> None:
+        if ev.is_terminal(event):
+            raise OSError(28, "No space left on device")
+        real(event)
+
+    monkeypatch.setattr(run_dir, "append", append)
+    source = stopping_source(RunError("boom"))
+    yielded = list(runner.execute(scripted.CONFIG, run_dir, source=source))
+    assert isinstance(yielded[-1], ev.Failed) and yielded[-1].error == "boom"
+    assert any("could not record how the run ended (failed)" in note for note in run_dir.notes)
+    assert not (run_dir.path / "run.lock").exists()
+
+
+def test_after_a_runner_bug_the_run_directory_says_how_the_run_ended(tmp_path: Path) -> None:
+    run_dir = RunDir.create(scripted.CONFIG, out=tmp_path / "run")
+    for event in scripted.finished_run()[:4]:
+        run_dir.append(event)
+    ending = runner.ending_after_error(scripted.CONFIG, run_dir, RuntimeError("disk on fire"))
+    assert isinstance(ending, ev.Failed) and "RuntimeError: disk on fire" in ending.error
+    reopened = RunDir.open(run_dir.path)
+    assert reopened.events()[-1] == ending
+    assert_ended(reopened, "failed")
+    # asked again, it gives what is recorded and records nothing more
+    again = runner.ending_after_error(scripted.CONFIG, reopened, RuntimeError("again"))
+    assert again == ending and len(RunDir.open(run_dir.path).events()) == 5

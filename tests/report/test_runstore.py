@@ -225,14 +225,105 @@ def test_truncated_last_line_reads_as_interrupted(tmp_path: Path) -> None:
     assert list_runs(tmp_path)[0].status == "interrupted"
 
 
-def test_a_corrupt_middle_line_is_an_error_but_list_runs_survives(tmp_path: Path) -> None:
-    path = tmp_path / "run"
-    path.mkdir()
-    (path / "events.jsonl").write_text('{"kind": "note"}\nnot json\n{"kind": "note"}\n')
-    with pytest.raises(InputError, match="line 2 is corrupt"):
-        read_events(path / "events.jsonl")
+def damaged_dir(path: Path, where: str) -> RunDir:
+    """A finished run with a garbage line appended to events.jsonl, or put in its middle."""
+    run_dir = finished_dir(path)
+    events_path = run_dir.path / "events.jsonl"
+    lines = events_path.read_text().splitlines(keepends=True)
+    at = len(lines) if where == "appended" else 10
+    lines.insert(at, "#@! this is not an event\n")
+    events_path.write_text("".join(lines))
+    return run_dir
+
+
+@pytest.mark.parametrize("where", ["appended", "middle"])
+def test_a_corrupt_line_is_skipped_and_counted(tmp_path: Path, where: str) -> None:
+    """A garbage line costs only itself: the run reads back whole, with one warning."""
+    run_dir = damaged_dir(tmp_path / "run", where)
+    found = runstore.read_event_file(run_dir.path / "events.jsonl")
+    line = len(scripted.finished_run()) + 1 if where == "appended" else 11
+    assert found.corrupt_lines == (line,)
+    assert found.events == scripted.finished_run()
+    [warning] = found.warnings
+    assert warning.startswith(f"events.jsonl: skipped 1 corrupt line (line {line})")
+    view = RunDir.open(run_dir.path).view()
+    assert view.warnings == [warning] and view.status == "finished" and view.ppl == 1850.75
+    assert RunDir.open(run_dir.path).status() == "finished"
+    opened = RunDir.open(run_dir.path)
+    opened.events()
+    opened.events()
+    assert opened.notes == [warning], "the warning is noted once, for the TUI's log"
     [row] = list_runs(tmp_path)
-    assert row.status == "unreadable"
+    assert (row.status, row.ppl, row.warnings) == ("finished", 1850.75, (warning,))
+    assert row.to_dict()["warnings"] == [warning]
+
+
+def test_the_report_of_a_damaged_run_lists_what_was_skipped(tmp_path: Path) -> None:
+    from duogpt_tui.report import render_markdown
+
+    clean = render_markdown(finished_dir(tmp_path / "clean").view())
+    damaged = render_markdown(damaged_dir(tmp_path / "run", "middle").view())
+    assert clean == render_markdown(scripted.finished_run(), CONFIG.to_dict())
+    extra = [line for line in damaged.splitlines() if line not in clean.splitlines()]
+    assert extra == [
+        "- **warning**: events.jsonl: skipped 1 corrupt line (line 11); the figures leave out "
+        "what they held"
+    ]
+
+
+def test_many_corrupt_lines_and_json_that_is_not_an_event(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    garbage = ["not json", "[1, 2]", '"text"', '{"kind": "note", "level": 1, "nope": 2}']
+    lines = ['{"kind": "note", "text": "a"}', *garbage, *(["}{"] * 4), '{"kind": "note"}']
+    path.write_text("\n".join(lines) + "\n")
+    found = runstore.read_event_file(path)
+    assert found.events == [ev.Note(text="a"), ev.Note()]
+    assert found.corrupt_lines == tuple(range(2, 10))
+    assert "skipped 8 corrupt lines (lines 2, 3, 4, 5, 6, ...)" in found.warnings[0]
+    assert read_events(path) == found.events
+
+
+def test_resume_passes_over_a_corrupt_line(tmp_path: Path) -> None:
+    run_dir = RunDir.create(CONFIG, out=tmp_path / "run")
+    for event in scripted.cancelled_run():
+        run_dir.append(event)
+    run_dir.release()
+    events_path = run_dir.path / "events.jsonl"
+    lines = events_path.read_text().splitlines(keepends=True)
+    events_path.write_text("".join([*lines[:3], "garbage\n", *lines[3:]]))
+    state = run_dir.path / "checkpoints" / "state.json"
+    state.parent.mkdir()
+    state.write_text(json.dumps({"block": 0}))
+    resumed = RunDir.resume(run_dir.path)
+    try:
+        assert resumed.resumed_block == 0
+        assert any("skipped 1 corrupt line (line 4)" in note for note in resumed.notes)
+        kinds = [e.kind for e in resumed.events()]
+        assert kinds[-1] == "block_finished" and "cancelled" not in kinds
+    finally:
+        resumed.release()
+
+
+def test_pid_alive() -> None:
+    assert runstore.pid_alive(os.getpid())
+    assert not runstore.pid_alive(dead_pid())
+    assert not runstore.pid_alive(0) and not runstore.pid_alive(-5)
+
+
+def test_a_zombie_counts_as_dead() -> None:
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while runstore.pid_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not runstore.pid_alive(proc.pid)
+        assert psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE, "exited, not reaped"
+    finally:
+        proc.wait()
 
 
 def test_unknown_event_kinds_are_skipped(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from duogpt_tui.textplot import bar_chart, format_number, line_plot
+from duogpt_tui.formatting import short_number as format_number
+from duogpt_tui.textplot import bar_chart, line_plot
 
 
 def test_line_plot_has_a_fixed_frame() -> None:

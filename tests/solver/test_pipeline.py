@@ -11,11 +11,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from solver.config import RunConfig
+from solver.errors import InputError
 from solver.events import (
     BlockFinished,
     BlockStarted,
     Event,
-    Failed,
     Finished,
     LayerSolved,
     PerplexityMeasured,
@@ -26,6 +26,7 @@ from solver.events import (
 )
 from solver.run.evaluate import evaluate
 from solver.run.pipeline import preflight, run
+from solver.run.stop import RunStopped
 
 TINY = RunConfig(
     model="tiny-random",
@@ -41,6 +42,23 @@ TINY = RunConfig(
 def collect(config: RunConfig, **kwargs: object) -> list[Event]:
     """All events of one run."""
     return list(run(config, **kwargs))  # type: ignore[arg-type]
+
+
+def stopped(config: RunConfig, *args: object, **kwargs: object) -> tuple[list[Event], RunStopped]:
+    """The events of a run that ends early, and the :class:`RunStopped` it raises."""
+    events: list[Event] = []
+    with pytest.raises(RunStopped) as info:
+        for event in run(config, *args, **kwargs):  # type: ignore[arg-type]
+            events.append(event)
+    assert not any(is_terminal(e) for e in events), "an early end yields no terminal event"
+    return events, info.value
+
+
+def input_error(config: RunConfig, *args: object, **kwargs: object) -> str:
+    """The one line of the input error that stops a run while it loads."""
+    _, stop = stopped(config, *args, **kwargs)
+    assert isinstance(stop.__cause__, InputError), stop.__cause__
+    return str(stop.__cause__)
 
 
 def of(events: list[Event], cls: type) -> list:
@@ -145,12 +163,12 @@ def test_threshold_rule_saves_and_reuses_thresholds(tmp_path: Path) -> None:
 def test_cancel_stops_within_one_block() -> None:
     cancel = threading.Event()
     events: list[Event] = []
-    for event in run(TINY.replace(eval_windows=0), cancel):
-        events.append(event)
-        if isinstance(event, LayerSolved) and event.block == 0:
-            cancel.set()
-    assert events[-1].kind == "cancelled"
-    assert events[-1].block == 0  # type: ignore[attr-defined]
+    with pytest.raises(RunStopped) as info:
+        for event in run(TINY.replace(eval_windows=0), cancel):
+            events.append(event)
+            if isinstance(event, LayerSolved) and event.block == 0:
+                cancel.set()
+    assert info.value.cancelled and (info.value.block, info.value.phase) == (0, "while pruning")
     assert not any(isinstance(e, BlockStarted) and e.block == 1 for e in events)
     assert len(of(events, LayerSolved)) == 1  # checked between layers
 
@@ -164,16 +182,12 @@ def test_proxy_perplexity_every_block() -> None:
 
 def test_bad_model_becomes_an_input_failure(tmp_path: Path) -> None:
     (tmp_path / "not-a-model").mkdir()
-    events = collect(TINY.replace(model=str(tmp_path / "not-a-model")))
-    assert len(events) >= 1 and isinstance(events[-1], Failed)
-    assert events[-1].category == "input"
-    assert "\n" not in events[-1].error
+    error = input_error(TINY.replace(model=str(tmp_path / "not-a-model")))
+    assert "\n" not in error
 
 
 def test_seqlen_beyond_context_is_refused() -> None:
-    events = collect(TINY.replace(seqlen=4096))
-    assert isinstance(events[-1], Failed) and events[-1].category == "input"
-    assert "--seqlen" in events[-1].error
+    assert "--seqlen" in input_error(TINY.replace(seqlen=4096))
 
 
 @pytest.mark.parametrize(
@@ -207,12 +221,11 @@ def test_resume_after_cancel_gives_the_uninterrupted_result(
     events, _ = duogpt_run
     uninterrupted = next(e for e in of(events, PerplexityMeasured) if e.label == "pruned")
     cancel = threading.Event()
-    first: list[Event] = []
-    for event in run(TINY, cancel, tmp_path):
-        first.append(event)
-        if isinstance(event, BlockFinished) and event.block == 0:
-            cancel.set()
-    assert first[-1].kind == "cancelled"
+    with pytest.raises(RunStopped) as info:
+        for event in run(TINY, cancel, tmp_path):
+            if isinstance(event, BlockFinished) and event.block == 0:
+                cancel.set()
+    assert info.value.cancelled
     assert (tmp_path / "checkpoints" / "state.json").is_file()
     assert not (tmp_path / "model").exists()
     second = list(run(TINY, None, tmp_path, resume=True))
@@ -230,9 +243,7 @@ def test_keep_checkpoints_and_resume_without_checkpoint(tmp_path: Path) -> None:
     assert (tmp_path / "checkpoints" / "block-0001.pt").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
-    failed = list(run(TINY, None, empty, resume=True))[-1]
-    assert isinstance(failed, Failed) and failed.category == "input"
-    assert "no checkpoint" in failed.error
+    assert "no checkpoint" in input_error(TINY, None, empty, resume=True)
 
 
 def test_eval_dense_off_measures_only_the_pruned_model() -> None:

@@ -108,7 +108,7 @@ CASES: dict[str, tuple[Callable[[Path], dict[str, str]], str, str]] = {
     "sparsity-not-a-number": (
         lambda tmp: {"weight_sparsity": "half"},
         "weight_sparsity",
-        "weight sparsity must be a number, got 'half'",
+        "--weight-sparsity must be a number, got 'half'",
     ),
     "pattern-malformed": (
         lambda tmp: {"pattern": "4:2"},

@@ -1,20 +1,14 @@
-"""The event log's derived views and the pre-flight lines (no Textual App needed)."""
+"""The event log's derived views (no Textual App needed)."""
 
 from __future__ import annotations
 
-import io
 import math
 
-import pytest
-from rich.console import Console
-
-from duogpt_tui.cli import preflight_estimate
-from duogpt_tui.eventlog import EventLog, format_seconds
+from duogpt_tui.eventlog import EventLog
+from duogpt_tui.formatting import duration as format_seconds
 from duogpt_tui.widgets.plot_base import decade_ticks
-from duogpt_tui.widgets.preflight import estimate_lines
 from solver.config import RunConfig
 from solver.events import Cancelled, LayerSolved, Progress
-from solver.io import system
 from tests.tui.fakes import scripted_events
 
 
@@ -81,29 +75,3 @@ def test_format_seconds_and_decade_ticks() -> None:
         ["1e-4", "1e-3", "1e-2", "1e-1"],
     )
     assert decade_ticks([]) == ([], [])
-
-
-@pytest.mark.parametrize(
-    ("config", "available"),
-    [
-        (RunConfig(model="tiny-random", nsamples=4, seqlen=32, device="cpu"), 64_000.0),
-        (RunConfig(model="tiny-random", nsamples=4, seqlen=32, device="cpu"), 300.0),
-        (RunConfig(device="cpu"), 64_000.0),
-        (RunConfig(model="org/not-cached", device="cpu"), 64_000.0),
-    ],
-    ids=["tiny", "tiny-too-small", "default", "unknown-size"],
-)
-def test_preflight_lines_are_the_clis(
-    config: RunConfig, available: float, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The setup screen's pre-flight line and warning are what ``duogpt prune`` prints."""
-    monkeypatch.setattr(system, "available_memory_mb", lambda device=None: available)
-    stream = io.StringIO()
-    preflight_estimate(Console(file=stream, width=1000), config)
-    lines = estimate_lines(config)
-    assert stream.getvalue().splitlines() == [lines.line, *lines.warning.splitlines()]
-    assert lines.line.startswith(("pre-flight: about", "pre-flight: no estimate"))
-    assert ("this run needs about" in lines.warning) == (available == 300.0)
-    # tiny-random at 4 x 32 tokens is thin calibration for its 128-input down_proj (issue 9)
-    thin = config.model == "tiny-random" and config.nsamples * config.seqlen < 256
-    assert ("warning: thin calibration:" in lines.warning) == thin

@@ -155,3 +155,28 @@ async def test_a_run_written_by_another_process_is_followed(runs_dir: Path) -> N
             assert app._follow_timer is None
     finally:
         writer.release()
+
+
+async def test_a_damaged_run_opens_with_a_warning(
+    make_app: Callable[..., DuoGPTApp], runs_dir: Path
+) -> None:
+    """A garbage line in events.jsonl is skipped: the list marks the run, its log says why."""
+    from tests.tui.test_run import notes_text
+
+    first, _ = two_runs(runs_dir)
+    events = first / "events.jsonl"
+    lines = events.read_text().splitlines(keepends=True)
+    events.write_text("".join([*lines[:4], "garbage\n", *lines[4:]]))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5")
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        row = next(i for i in range(table.row_count) if table.get_row_at(i)[-1] == "w50-x50")
+        assert table.get_row_at(row)[1] == "finished ⚠"
+        table.move_cursor(row=row)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+        assert isinstance(app.event_log.terminal, Finished)
+        assert any("skipped 1 corrupt line (line 5)" in text for text in app.event_log.notices)
+        await wait_for(pilot, lambda: "corrupt" in notes_text(app))

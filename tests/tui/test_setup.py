@@ -1,4 +1,5 @@
-"""The setup screen: validation as you type, the pre-flight line and refusals, prefill."""
+"""The setup screen: its fields from the registry, validation as you type, the pre-flight line
+and refusals, prefill from the command line."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, Select, Static
+from textual.widgets import Input, Label, Select, Static
 
 from duogpt_tui.app import DuoGPTApp, make_app
+from duogpt_tui.app import main as app_main
+from duogpt_tui.exitcodes import ExitCode
 from duogpt_tui.widgets.preflight import PreflightLine
 from screens.catalog import Catalog
 from screens.dialogs import FilePickerDialog
-from solver.config import RunConfig
+from screens.setup_fields import FIELDS
+from solver.config import OPTION, RunConfig, options_on
 from solver.errors import InputError
+from solver.options import Surface
 from tests.tui.conftest import SIZE, model_folder, wait_for
 from tests.tui.fakes import CATALOG
 
@@ -64,7 +69,7 @@ async def test_pattern_numbers_and_sources_are_checked(make_app: Callable[..., D
         screen.query_one("#calib", Input).value = "/no/such/file.txt"
         await pilot.pause()
         assert "malformed pattern" in text_of(app, "#reason-pattern")
-        assert "samples must be a whole number" in text_of(app, "#reason-nsamples")
+        assert "--nsamples must be an integer, got 'four'" in text_of(app, "#reason-nsamples")
         assert "is not a file" in text_of(app, "#reason-calib")
         screen.query_one("#pattern", Input).value = "2:4"
         await pilot.pause()
@@ -115,7 +120,7 @@ async def test_proxy_toggle_sets_proxy_every(make_app: Callable[..., DuoGPTApp])
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
         assert screen.query_one("#proxy_every", Input).disabled
-        await pilot.click("#proxy-on")
+        await pilot.click("#proxy_every-on")
         await pilot.pause()
         assert not screen.query_one("#proxy_every", Input).disabled
         config = screen.revalidate()
@@ -229,3 +234,37 @@ def test_catalog_discovery_lists_the_built_ins() -> None:
     assert {"smollm2-135m", "tiny-random"} <= set(catalog.models)
     assert {"sotu", "moby-dick", "wikitext2", "c4"} <= set(catalog.texts)
     assert ("cuda" in catalog.devices) == torch.cuda.is_available()
+
+
+async def test_every_setup_option_is_on_the_form(make_app: Callable[..., DuoGPTApp]) -> None:
+    """Each registry option meant for the form has its row, label and widget, in row order."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        form = app.screen.query_one("#setup-form")
+        rows = [row.id for row in form.query(".field-row")]
+        specs = options_on(Surface.SETUP)
+        assert sorted(rows) == sorted(f"row-{spec.name}" for spec in specs)
+        assert rows == [f"row-{name}" for name in FIELDS]
+        for spec in specs:
+            assert spec.form is not None
+            row = app.screen.query_one(f"#row-{spec.name}")
+            assert str(row.query_one(".field-label", Label).content) == spec.form.label
+            assert app.screen.query_one(f"#{spec.name}").id == spec.name
+        method = app.screen.query_one("#method", Select)
+        assert [value for _, value in method._options] == list(OPTION["method"].choices)
+
+
+def test_duogpt_tui_bad_input_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """``duogpt-tui`` says what is wrong in one ``error:`` line and exits 2, like ``duogpt``."""
+    for args, message in (
+        (["--seqlen", "long"], "error: --seqlen must be an integer, got 'long'"),
+        (["--no-such-option"], "error: No such option: --no-such-option"),
+        (["/no/such/run"], "error: "),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            app_main(args)
+        assert exit_info.value.code == ExitCode.INPUT
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(message), err
+        assert "Traceback" not in err and "usage:" not in err.lower()

@@ -1,0 +1,74 @@
+"""The pre-flight estimate as text: the one wording that ``duogpt prune`` prints on stderr and the
+setup screen shows under its form.
+
+The figures come from :func:`solver.run.estimate.estimate` and the memory check from
+:func:`solver.io.system.available_memory_mb`. :func:`estimate_lines` imports torch
+(``solver.io.system``) on first use, so importing this module stays light (``duogpt --help``)
+and the setup screen calls it on a thread worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from duogpt_tui.formatting import rough_duration
+from solver.config import RunConfig
+
+
+@dataclass(frozen=True)
+class EstimateLines:
+    """What the pre-flight check says about a run's cost.
+
+    Attributes:
+        line: ``pre-flight: about 1.2 GB of memory and 3 min on cpu (...)``, or why there is no
+            estimate.
+        warnings: ``warning: this run needs about ... but only ... is available ...`` when the
+            estimate exceeds the memory available, and ``warning: thin calibration: ...`` when
+            the calibration tokens are fewer than 2x the widest layer's inputs (one line each).
+    """
+
+    line: str
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def warning(self) -> str:
+        """The warnings, one per line (empty when there are none)."""
+        return "\n".join(self.warnings)
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """The estimate line, then the warnings."""
+        return (self.line, *self.warnings)
+
+
+def estimate_lines(config: RunConfig) -> EstimateLines:
+    """The pre-flight estimate of ``config`` and its warnings.
+
+    Raises:
+        InputError: the device cannot be used (``--device cuda`` without CUDA).
+    """
+    from solver.io import system
+    from solver.run import estimate
+
+    device = system.resolve_device(config.device)
+    guess = estimate.estimate(config, device=device.type)
+    if guess.seconds <= 0:
+        return EstimateLines(f"pre-flight: no estimate ({guess.detail})")
+    needed = estimate.megabytes(guess.memory_mb)
+    line = (
+        f"pre-flight: about {needed} of memory and {rough_duration(guess.seconds)} on {device} "
+        f"({guess.detail})"
+    )
+    warnings = []
+    available = system.available_memory_mb(device)
+    if available is not None and guess.memory_mb > available:
+        elsewhere = "--device cpu" if device.type == "cuda" else "a machine with more memory"
+        warnings.append(
+            f"warning: this run needs about {needed} but only {estimate.megabytes(available)} "
+            f"is available on {device}: use fewer --nsamples, a shorter --seqlen, a smaller "
+            f"--batch-size, or {elsewhere}"
+        )
+    thin = estimate.thin_calibration_for(config)
+    if thin:
+        warnings.append(f"warning: {thin}")
+    return EstimateLines(line, tuple(warnings))

@@ -1,0 +1,242 @@
+"""The walk over the decoder blocks with two streams of calibration hidden states.
+
+ALGORITHM.md §6. The *dense* stream (original weights, dense activations) gives each layer's
+``X~``; the *compressed* stream (pruned upstream blocks and the method's activation sparsity)
+gives ``X^``. Inside a block the layers are pruned in "true sequential" groups that share an
+input (:mod:`solver.run.layers`), so each group is calibrated on inputs that already reflect the
+pruning of the groups before it. After every block the streams may be checkpointed and a proxy
+perplexity measured.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from solver.errors import RunError
+from solver.events import BlockFinished, BlockStarted, Event, LayerSolved, Note
+from solver.io import checkpoint, system
+from solver.math.activations import ActivationSparsifier
+from solver.run import estimate, layers
+from solver.run.adapters import ModelAdapter
+from solver.run.capture import (
+    capture_block_inputs,
+    capture_inputs,
+    move_kwargs,
+    run_block,
+    run_until,
+)
+from solver.run.context import RunContext
+from solver.run.measure import evaluate
+
+
+def prune(
+    run: RunContext,
+    model: nn.Module,
+    adapter: ModelAdapter,
+    calib: torch.Tensor,
+    windows: torch.Tensor | None,
+    protocol: dict[str, Any],
+    checkpoint_dir: Path | None = None,
+    saved: checkpoint.Checkpoint | None = None,
+) -> Iterator[Event]:
+    """Walk the decoder blocks with the two streams and prune each block's layers.
+
+    Args:
+        run: the run.
+        model: the model (blocks are moved to the run's device one at a time).
+        adapter: the model's family adapter.
+        calib: ``[nsamples, seqlen]`` calibration tokens.
+        windows: evaluation windows for the proxy perplexity (None: no proxy).
+        protocol: the evaluation protocol.
+        checkpoint_dir: where each finished block is checkpointed (None: nowhere).
+        saved: a checkpoint to resume from: the streams come from it and pruning starts after
+            its block.
+    """
+    config = run.config
+    blocks = adapter.blocks(model)
+    batches = list(torch.split(calib, config.batch_size))
+    tick = time.monotonic()
+    run.phase = "while capturing the calibration inputs"
+    hidden, extras = capture_block_inputs(model, blocks[0], batches)
+    if saved is None:
+        first = 0
+        dense = [h.to(run.device) for h in hidden]
+        compressed = [h.clone() for h in dense]
+    else:
+        first = saved.block + 1
+        dense = [h.to(run.device) for h in saved.dense]
+        compressed = [h.to(run.device) for h in saved.compressed]
+    extras = [move_kwargs(kw, run.device) for kw in extras]
+    run.timings["forward"] += time.monotonic() - tick
+    hidden_size = int(dense[0].shape[-1])
+    cache_mb = cache_megabytes(adapter, blocks[0], calib.numel())
+    widest = max(m.in_features for m in adapter.linears(blocks[0]).values())
+    run.need = estimate.block_memory(
+        int(calib.shape[0]), int(calib.shape[1]), config.batch_size, hidden_size, widest
+    )
+    yield Note(
+        t=run.t(),
+        text=(
+            f"calibration: {calib.shape[0]} x {calib.shape[1]} tokens; two streams of "
+            f"{2 * calib.numel() * hidden_size * 4 / 2**20:.1f} MB, cached dense layer inputs "
+            f"{cache_mb:.1f} MB per block"
+        ),
+    )
+    thin = thin_calibration(run, adapter, blocks[0], calib)
+    if thin:
+        yield Note(t=run.t(), level="warning", text=thin)
+    for index, block in enumerate(blocks):
+        if index < first:
+            continue
+        run.check_cancel()
+        run.block = index
+        run.phase = "while pruning"
+        yield from prune_block(run, index, len(blocks), block, adapter, dense, compressed, extras)
+        if checkpoint_dir is not None:
+            checkpoint.save_block(
+                checkpoint_dir,
+                index,
+                adapter.linears(block),
+                dense,
+                compressed,
+                run.thresholds,
+                run.timings,
+                elapsed=time.monotonic() - run.start,
+            )
+        every = config.proxy_every
+        if windows is not None and every and (index + 1) % every == 0 and index + 1 < len(blocks):
+            proxy = windows[: config.proxy_windows]
+            yield from evaluate(run, model, adapter, proxy, protocol, "proxy", upto_block=index)
+
+
+def thin_calibration(
+    run: RunContext, adapter: ModelAdapter, block: nn.Module, calib: torch.Tensor
+) -> str:
+    """The thin-calibration warning for the widest layer (issue 9), or ``""``.
+
+    Only a method that reads the full Hessian is warned: its ``k x k`` estimate is what thin
+    calibration spoils.
+    """
+    if not run.method.reads.hessian:
+        return ""
+    name, layer = max(adapter.linears(block).items(), key=lambda item: item[1].in_features)
+    return estimate.thin_calibration(
+        int(calib.numel()), int(calib.shape[1]), name, int(layer.in_features)
+    )
+
+
+def cache_megabytes(adapter: ModelAdapter, block: nn.Module, tokens: int) -> float:
+    """Memory for one block's cached dense inputs (one tensor per group)."""
+    linears = adapter.linears(block)
+    features = sum(linears[group[0]].in_features for group in adapter.groups)
+    return tokens * features * 4 / 2**20
+
+
+def prune_block(
+    run: RunContext,
+    index: int,
+    n_blocks: int,
+    block: nn.Module,
+    adapter: ModelAdapter,
+    dense: list[torch.Tensor],
+    compressed: list[torch.Tensor],
+    extras: list[dict[str, Any]],
+) -> Iterator[Event]:
+    """Prune one decoder block; updates both streams in place."""
+    config = run.config
+    tick_block = time.monotonic()
+    timings = dict.fromkeys(("forward", "statistics", "solve"), 0.0)
+    yield BlockStarted(t=run.t(), block=index, n_blocks=n_blocks)
+    block.to(run.device)
+    linears = adapter.linears(block)
+    full = {name: f"model.layers.{index}.{name}" for name in linears}
+    firsts = {group[0]: linears[group[0]] for group in adapter.groups}
+    sparsifier = ActivationSparsifier(
+        config.act_sparsity if config.act_sparsity > 0 else 0.0,
+        config.act_rule,
+        {name: run.thresholds[f] for name, f in full.items() if f in run.thresholds},
+    )
+    sparsifier.attach(linears if config.act_sparsity > 0 else {})
+    solved: list[LayerSolved] = []
+    try:
+        # 1. dense pass: X~ for every group, and the next dense stream
+        tick = time.monotonic()
+        sparsifier.enabled = False
+        dense_inputs: dict[str, list[torch.Tensor]] = {}
+        with torch.no_grad(), capture_inputs(firsts, dense_inputs):
+            for b, states in enumerate(dense):
+                dense[b] = run_block(block, states, extras[b])
+        timings["forward"] += time.monotonic() - tick
+        # 2. compressed passes, group by group (true sequential) or all at once
+        sparsifier.enabled = run.sparse_calibration
+        group_sets = (
+            [[g] for g in adapter.groups] if config.true_sequential else [list(adapter.groups)]
+        )
+        for groups in group_sets:
+            run.check_cancel()
+            tick = time.monotonic()
+            raw: dict[str, list[torch.Tensor]] = {}
+            heads = {g[0]: linears[g[0]] for g in groups}
+            stop = groups[-1][0] if config.true_sequential else ""
+            with torch.no_grad(), capture_inputs(heads, raw, stop_after=stop):
+                for b, states in enumerate(compressed):
+                    run_until(block, states, extras[b])
+            timings["forward"] += time.monotonic() - tick
+            for group in groups:
+                for event in layers.prune_group(
+                    run, index, group, linears, full, raw[group[0]], dense_inputs[group[0]], timings
+                ):
+                    solved.append(event)
+                    yield event
+                sparsifier.thresholds.update(
+                    {n: run.thresholds[full[n]] for n in group if full[n] in run.thresholds}
+                )
+                del raw[group[0]]
+        # 3. the compressed stream moves past the pruned block
+        run.check_cancel()
+        tick = time.monotonic()
+        with torch.no_grad():
+            for b, states in enumerate(compressed):
+                compressed[b] = run_block(block, states, extras[b])
+        timings["forward"] += time.monotonic() - tick
+    finally:
+        sparsifier.detach()
+        if run.device.type != "cpu":
+            block.to("cpu")
+    run.layer_act.extend(e.act_sparsity for e in solved)
+    for part, seconds in timings.items():
+        run.timings[part] += seconds
+    check_health(index, dense, compressed)
+    zeros = sum(int((m.weight == 0).sum()) for m in linears.values())
+    total = sum(m.weight.numel() for m in linears.values())
+    yield BlockFinished(
+        t=run.t(),
+        block=index,
+        seconds=round(time.monotonic() - tick_block, 4),
+        weight_sparsity=zeros / max(total, 1),
+        act_sparsity=sum(e.act_sparsity for e in solved) / max(len(solved), 1),
+        peak_memory_mb=system.peak_memory_mb(run.device),
+        timings={k: round(v, 4) for k, v in timings.items()},
+    )
+
+
+def check_health(
+    index: int, dense: Sequence[torch.Tensor], compressed: Sequence[torch.Tensor]
+) -> None:
+    """Stop the run when a stream holds NaN or Inf after block ``index``.
+
+    Raises:
+        RunError: naming the block and the stream.
+    """
+    for name, stream in (("dense", dense), ("compressed", compressed)):
+        if not all(bool(torch.isfinite(s).all()) for s in stream):
+            raise RunError(
+                f"block {index}: the {name} stream holds NaN/Inf after the block; the model "
+                "overflows in its dtype — load it in float32 or lower the sparsity"
+            )

@@ -1,0 +1,154 @@
+"""One group of layers that share an input: its calibration statistics, then each layer's solve.
+
+ALGORITHM.md §6 step 2.3: the statistics ``H``, ``G`` and ``g`` of a group are accumulated from
+the compressed stream's inputs ``X^`` (activation-sparse when the method calibrates on them) and
+the dense stream's ``X~``; then every layer of the group is pruned in place by the run's method
+(:mod:`solver.run.methods`) and described by one :class:`LayerSolved` event.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from solver.errors import RunError
+from solver.events import LayerSolved
+from solver.math.activations import calibrate_threshold
+from solver.math.masks import row_density_histogram
+from solver.math.obc import layer_errors
+from solver.math.speedup import layer_decode_costs
+from solver.math.stats import LayerStats
+from solver.run.adapters import layer_type
+from solver.run.alpha import Selection, SplitStats, selects_alpha
+from solver.run.context import RunContext
+
+
+def prune_group(
+    run: RunContext,
+    index: int,
+    group: Sequence[str],
+    linears: dict[str, nn.Linear],
+    full: dict[str, str],
+    raw: list[torch.Tensor],
+    dense_inputs: list[torch.Tensor],
+    timings: dict[str, float],
+) -> Iterator[LayerSolved]:
+    """Statistics for one group of layers sharing an input, then each layer's solve.
+
+    Args:
+        run: the run.
+        index: the block's index.
+        group: the group's layer names within the block; the first one's input is the group's.
+        linears: the block's layers by name.
+        full: each layer's full name in the model (``model.layers.3.mlp.up_proj``).
+        raw: the group's inputs in the compressed stream, one ``[batch, tokens, k]`` per batch.
+        dense_inputs: the same in the dense stream.
+        timings: the block's seconds per part (``statistics`` and ``solve`` grow here).
+
+    Raises:
+        RunError: the statistics or a solve hold NaN/Inf (naming the block and layer).
+    """
+    config = run.config
+    tick = time.monotonic()
+    head = full[group[0]]
+    if config.act_rule == "threshold" and config.act_sparsity > 0:
+        flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in raw])
+        threshold = calibrate_threshold(flat, config.act_sparsity)
+        del flat
+        for name in group:
+            run.thresholds[full[name]] = threshold
+    reads = run.method.reads
+    collected = SplitStats(
+        linears[group[0]].in_features,
+        run.device,
+        split=reads.mismatch and selects_alpha(config),
+        token_clip=config.token_clip if reads.hessian else 0.0,
+    )
+    for x_raw, x_dense in zip(raw, dense_inputs, strict=True):
+        # a method with a residual calibrates on activation-sparse inputs; the others on dense
+        x_sparse = run.sparsify(x_raw, head) if run.sparse_calibration else x_raw
+        # the decode cost model needs the channel activity the pruned model will run with
+        x_active = None
+        if not run.sparse_calibration and config.act_sparsity > 0:
+            x_active = run.sparsify(x_raw, head)
+        collected.add(x_sparse, x_dense, x_active)
+    stats, selection = collected.result()
+    if not all(math.isfinite(float(v)) for v in (stats.H.sum(), stats.G.sum(), stats.D.sum())):
+        raise RunError(
+            f"block {index} {group[0]}: calibration statistics hold NaN/Inf; the model "
+            "overflows in its dtype — load it in float32"
+        )
+    timings["statistics"] += time.monotonic() - tick
+    for name in group:
+        run.check_cancel()
+        try:
+            solved = solve_layer(run, index, name, linears[name], stats, timings, selection)
+        except RunError as err:  # the math's own errors do not know the layer: name it
+            if str(err).startswith(f"block {index} "):
+                raise
+            raise RunError(f"block {index} {name}: {err}") from err
+        yield solved
+
+
+def solve_layer(
+    run: RunContext,
+    index: int,
+    name: str,
+    module: nn.Linear,
+    stats: LayerStats,
+    timings: dict[str, float],
+    selection: Selection | None = None,
+) -> LayerSolved:
+    """Prune one linear layer in place with the run's method and describe the result.
+
+    Args:
+        run: the run.
+        index: the block's index.
+        name: the layer's name within the block.
+        module: the layer (its weight is replaced by the pruned one, in its own dtype).
+        stats: the group's statistics over every calibration sequence.
+        timings: the block's seconds per part (``solve`` grows here).
+        selection: the fit and held-out statistics when alpha is chosen per layer.
+
+    Raises:
+        RunError: the pruned weights hold NaN/Inf.
+    """
+    tick = time.monotonic()
+    weight = module.weight.data
+    original = weight.float()
+    solution = run.method.solve(original, stats, run.config, selection)
+    new = solution.weight
+    if not bool(torch.isfinite(new).all()):
+        raise RunError(
+            f"block {index} {name}: the pruned weights hold NaN/Inf; raise --damping "
+            "or use more calibration samples"
+        )
+    seconds = time.monotonic() - tick
+    timings["solve"] += seconds
+    error_before, error_after = layer_errors(original, new, stats)
+    weight.copy_(new.to(weight.dtype))
+    counts, edges = row_density_histogram(weight)
+    decode = layer_decode_costs(weight, stats.channel_activity)
+    return LayerSolved(
+        t=run.t(),
+        block=index,
+        name=name,
+        layer_type=layer_type(name),
+        shape=[int(weight.shape[0]), int(weight.shape[1])],
+        weight_sparsity=float((weight == 0).sum()) / weight.numel(),
+        act_sparsity=float(stats.act_sparsity),
+        error_before=float(error_before),
+        error_after=float(error_after),
+        seconds=round(seconds, 4),
+        histogram=counts,
+        histogram_edges=edges,
+        damping=float(solution.damping),
+        retries=int(solution.retries),
+        decode=decode,
+        alpha=float(solution.alpha),
+        heldout={f"{a:g}": round(e, 6) for a, e in solution.heldout.items()},
+    )

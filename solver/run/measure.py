@@ -1,0 +1,101 @@
+"""Perplexity measured during a run, as events (ALGORITHM.md §7).
+
+The dense model before pruning (with and without activation sparsity), a cheap proxy after
+every few blocks, and the pruned model at the end: each is one :class:`PerplexityMeasured`
+event carrying its protocol, with :class:`Progress` events while it runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from solver.events import Event, PerplexityMeasured, Progress
+from solver.math.activations import ActivationSparsifier
+from solver.run.adapters import ModelAdapter
+from solver.run.context import RunContext
+from solver.run.perplexity import perplexity
+
+PHASES = {
+    "dense": "during the dense evaluation",
+    "dense_act": "during the dense evaluation with activation sparsity",
+    "pruned": "during the evaluation of the pruned model",
+}
+"""Where the run is while measuring each label (a proxy says its block instead)."""
+
+
+def evaluate(
+    run: RunContext,
+    model: nn.Module,
+    adapter: ModelAdapter,
+    windows: torch.Tensor,
+    protocol: dict[str, Any],
+    label: str,
+    *,
+    sparse: bool = True,
+    upto_block: int | None = None,
+) -> Iterator[Event]:
+    """Perplexity of the model now; with the run's activation sparsity if ``sparse``.
+
+    Args:
+        run: the run.
+        model: the model (moved to the run's device for the evaluation, then back to CPU).
+        adapter: the model's family adapter.
+        windows: ``[W, S]`` evaluation token windows.
+        protocol: the evaluation protocol (its ``text`` goes into the event).
+        label: ``dense``, ``dense_act``, ``pruned`` or ``proxy``.
+        sparse: apply the run's activation sparsity.
+        upto_block: for a proxy, the last pruned block: only blocks up to it are sparsified.
+
+    Raises:
+        RunCancelled: the cancel token was set between two batches.
+    """
+    tick = time.monotonic()
+    run.phase = PHASES.get(label, f"during the {label} evaluation after block {upto_block}")
+    linears = adapter.all_linears(model)
+    if upto_block is not None:
+        prefixes = tuple(f"model.layers.{i}." for i in range(upto_block + 1))
+        linears = {k: v for k, v in linears.items() if k.startswith(prefixes)}
+    p_x = run.config.act_sparsity if sparse else 0.0
+    sparsifier = ActivationSparsifier(p_x, run.config.act_rule, dict(run.thresholds))
+    total = int(windows.shape[0])
+    progress: list[Event] = []
+
+    def on_progress(done: int, total: int) -> None:
+        progress.append(Progress(t=run.t(), phase="eval", done=done, total=total, label=label))
+
+    yield Progress(t=run.t(), phase="eval", done=0, total=total, label=label)
+    model.to(run.device)
+    try:
+        with sparsifier.attach(linears if p_x > 0 else {}):
+            ppl = perplexity(
+                model,
+                windows,
+                device=run.device,
+                batch_size=run.config.batch_size,
+                cancel=run.cancel,
+                progress=on_progress,
+            )
+        measured = sparsifier.mean_measured() if p_x > 0 else 0.0
+    finally:
+        model.to("cpu")
+    if label == "pruned":
+        run.eval_act = float(measured)
+    yield from progress[-1:]
+    seconds = time.monotonic() - tick
+    run.timings["eval"] += seconds
+    yield PerplexityMeasured(
+        t=run.t(),
+        label=label,
+        ppl=float(ppl),
+        text=str(protocol.get("text", "")),
+        windows=total,
+        seqlen=int(windows.shape[1]),
+        act_sparsity=float(measured),
+        block=-1 if upto_block is None else upto_block,
+        seconds=round(seconds, 3),
+    )
