@@ -131,12 +131,18 @@ def _threads_text() -> str:
 
 def run_in_process(config: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration here and return its summary (see :func:`summarize`)."""
+    from duogpt_tui.runner import terminal_event
     from solver.config import RunConfig
     from solver.run.pipeline import run
+    from solver.run.stop import RunStopped
 
     cfg = RunConfig.from_dict({**config, **NO_FILES})
     tick = time.monotonic()
-    events = list(run(cfg))
+    events: list[Any] = []
+    try:
+        events.extend(run(cfg))
+    except RunStopped as stop:  # the run's ending, made as the runner makes it
+        events.append(terminal_event(stop))
     wall = time.monotonic() - tick
     return summarize(events, wall)
 

@@ -24,7 +24,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -109,7 +109,7 @@ class DuoGPTApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "DuoGPT workbench"
-    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
         "setup": SetupScreen,
         "run": RunScreen,
         "report": ReportScreen,
@@ -462,7 +462,7 @@ class DuoGPTApp(App[int]):
             return None
         return True
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The command palette: the App's own commands, then Textual's."""
         yield SystemCommand("Setup", "Choose the model, data and sparsities", self._go("setup"))
         yield SystemCommand("Run", "Watch the run: progress, plots, layers", self._go("run"))
@@ -475,7 +475,11 @@ class DuoGPTApp(App[int]):
 
     def _go(self, mode: str) -> Callable[[], None]:
         """A callback that switches to ``mode``."""
-        return lambda: self.switch_mode(mode)
+
+        def go() -> None:
+            self.switch_mode(mode)
+
+        return go
 
 
 # --------------------------------------------------------------------------------- console

@@ -20,8 +20,8 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
+from duogpt_tui import formatting, runner, summary
 from duogpt_tui import report as report_mod
-from duogpt_tui import runner, summary
 from duogpt_tui.cli_errors import OneLineErrorGroup, first_line
 from duogpt_tui.cli_options import with_options
 from duogpt_tui.exitcodes import EXIT_CODES_HELP, ExitCode
@@ -411,9 +411,9 @@ def _eval_line(result: dict[str, Any]) -> str:
     protocol = result.get("protocol") or {}
     where = ", ".join(f"{key} {protocol[key]}" for key in sorted(protocol)) if protocol else ""
     ppl = result.get("ppl")
-    ppl_text = summary.number(ppl if isinstance(ppl, float) else None)
+    ppl_text = formatting.number(ppl if isinstance(ppl, float) else None)
     parts = [f"ppl {ppl_text}", str(result.get("model", result["target"]))]
-    parts.append(f"X {summary.percent(result.get('act_sparsity'))}")
+    parts.append(f"X {formatting.percent(result.get('act_sparsity'))}")
     if where:
         parts.append(f"({where})")
     return "  ".join(parts)
@@ -456,11 +456,11 @@ def runs_table(rows: Sequence[Any]) -> str:
                 row.method,
                 row.model,
                 row.pattern,
-                summary.percent(row.weight_sparsity),
-                summary.percent(row.act_sparsity),
-                summary.number(row.ppl_dense),
-                summary.number(row.ppl),
-                "-" if row.seconds is None else f"{row.seconds:.1f}",
+                formatting.percent(row.weight_sparsity),
+                formatting.percent(row.act_sparsity),
+                formatting.number(row.ppl_dense),
+                formatting.number(row.ppl),
+                formatting.number(row.seconds, 1),
                 str(row.path),
             )
         )

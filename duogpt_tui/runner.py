@@ -19,7 +19,7 @@ module (and ``duogpt --help``) stays fast.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 from duogpt_tui import report
 from duogpt_tui.runstore import RunDir
@@ -69,7 +69,7 @@ def execute(
     cancel: CancelToken | None = None,
     source: Source | None = None,
     resume: bool = False,
-) -> Iterator[ev.Event]:
+) -> Generator[ev.Event, None, None]:
     """Run ``source`` and record every event in ``run_dir``, yielding each one as it comes.
 
     The run directory always ends with exactly one terminal event: the source's own

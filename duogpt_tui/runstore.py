@@ -38,7 +38,10 @@ from solver import events as ev
 from solver.config import RunConfig
 from solver.errors import InputError
 from solver.io.run_files import ACT_SETTINGS_FILE as ACT_SETTINGS_FILE  # re-exported
-from solver.io.run_files import CHECKPOINT_STATE, CHECKPOINTS_DIR, EVENTS_FILE, MODEL_DIR
+from solver.io.run_files import CHECKPOINT_STATE as CHECKPOINT_STATE  # re-exported
+from solver.io.run_files import CHECKPOINTS_DIR as CHECKPOINTS_DIR  # re-exported
+from solver.io.run_files import EVENTS_FILE as EVENTS_FILE  # re-exported
+from solver.io.run_files import MODEL_DIR as MODEL_DIR  # re-exported
 
 RUNS_ROOT = Path("runs")
 """Where new runs go by default (relative to the working directory)."""

@@ -2,7 +2,7 @@
 
 The result is built from the run's :class:`~duogpt_tui.runview.RunView` and its run directory, so
 the CLI, the TUI and scripts all read the same figures. Numbers are written by
-:mod:`duogpt_tui.formatting` (``percent`` and ``number`` are re-exported here for the CLI).
+:mod:`duogpt_tui.formatting`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from duogpt_tui.exitcodes import ExitCode
-from duogpt_tui.formatting import number as number
-from duogpt_tui.formatting import percent as percent
+from duogpt_tui.formatting import number, percent
 from duogpt_tui.runstore import REPORT_FILE
 from duogpt_tui.runview import RunView
 from solver import events as ev

@@ -51,20 +51,37 @@ def line_plot(
         return "\n".join(lines)
     n_x = max(len(values) for values in series.values())
     y_low, y_high = _y_range([y for _, pts in points for _, y in pts])
+    lines += _plot_area(points, (0, max(n_x - 1, 1)), (y_low, y_high), columns, height, log_y)
+    lines.append(_x_labels(n_x, columns))
+    lines.append(_legend(points, log_y))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _plot_area(
+    points: Sequence[tuple[str, Sequence[tuple[float, float]]]],
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    columns: int,
+    height: int,
+    log_y: bool,
+) -> list[str]:
+    """The plotting area: ``height`` rows of markers behind y tick labels, then the x axis line.
+
+    Each series gets its own marker (later series draw over earlier ones where they meet).
+    """
     grid = [[" "] * columns for _ in range(height)]
     for index, (_, pts) in enumerate(points):
         marker = MARKERS[index % len(MARKERS)]
         for x, y in pts:
-            column = _scale(x, 0, max(n_x - 1, 1), columns)
-            row = height - 1 - _scale(y, y_low, y_high, height)
+            column = _scale(x, x_range[0], x_range[1], columns)
+            row = height - 1 - _scale(y, y_range[0], y_range[1], height)
             grid[row][column] = marker
+    lines = []
     for row in range(height):
-        label = _tick_label(row, height, y_low, y_high, log_y)
+        label = _tick_label(row, height, y_range[0], y_range[1], log_y)
         lines.append(f"{label:>{_TICK_WIDTH}} |" + "".join(grid[row]).rstrip())
     lines.append(" " * _TICK_WIDTH + " +" + "-" * columns)
-    lines.append(_x_labels(n_x, columns))
-    lines.append(_legend(points, log_y))
-    return "\n".join(line.rstrip() for line in lines)
+    return lines
 
 
 def bar_chart(labels: Sequence[str], values: Sequence[float], width: int = 50) -> str:
@@ -201,17 +218,7 @@ def scatter_plot(
         return "\n".join(lines)
     x_low, x_high = _y_range([x for _, pts in points for x, _ in pts])
     y_low, y_high = _y_range([y for _, pts in points for _, y in pts])
-    grid = [[" "] * columns for _ in range(height)]
-    for index, (_, pts) in enumerate(points):
-        marker = MARKERS[index % len(MARKERS)]
-        for x, y in pts:
-            column = _scale(x, x_low, x_high, columns)
-            row = height - 1 - _scale(y, y_low, y_high, height)
-            grid[row][column] = marker
-    for row in range(height):
-        label = _tick_label(row, height, y_low, y_high, log_y)
-        lines.append(f"{label:>{_TICK_WIDTH}} |" + "".join(grid[row]).rstrip())
-    lines.append(" " * _TICK_WIDTH + " +" + "-" * columns)
+    lines += _plot_area(points, (x_low, x_high), (y_low, y_high), columns, height, log_y)
     first, last = short_number(x_low), short_number(x_high)
     gap = max(columns - len(first) - len(last), 1)
     lines.append(" " * (_TICK_WIDTH + 2) + first + " " * gap + last)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
 from duogpt_tui import report
@@ -22,11 +21,9 @@ from duogpt_tui.formatting import duration, percent, perplexity
 from duogpt_tui.runstore import COMPARISON_FILE, RunDir
 from duogpt_tui.runview import RunView
 from duogpt_tui.widgets.compare_plots import CompareErrorPlot, RunPoint, SparsityPerplexityPlot
-from screens.dialogs import ConfirmDialog, PathDialog
+from screens.base import WorkbenchScreen
+from screens.dialogs import export_markdown
 from solver.errors import InputError
-
-if TYPE_CHECKING:
-    from duogpt_tui.app import DuoGPTApp
 
 COLUMNS = ("run", "status", "model", "method", "W", "X", "ppl dense", "ppl dense+X", "ppl", "time")
 """Column headers of the headline table."""
@@ -71,7 +68,7 @@ def read_view(path: Path) -> RunView:
         return RunView(warnings=[str(error)])
 
 
-class CompareScreen(Screen[None]):
+class CompareScreen(WorkbenchScreen):
     """Side-by-side view of several runs (pushed over the runs screen; escape goes back)."""
 
     CSS_PATH = "compare.tcss"
@@ -91,11 +88,6 @@ class CompareScreen(Screen[None]):
         self.runs: list[tuple[str, RunView]] = [
             (Path(path).name, read_view(Path(path))) for path in paths
         ]
-
-    @property
-    def duo(self) -> DuoGPTApp:
-        """The workbench App (typed)."""
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         """Header, the headline table, the two plots and the footer."""
@@ -131,28 +123,10 @@ class CompareScreen(Screen[None]):
 
     def action_export(self) -> None:
         """Write the comparison as Markdown to a chosen path (asks before replacing)."""
-        text = report.render_comparison(self.runs)
-        default = self.duo.runs_dir / COMPARISON_FILE
-
-        def chosen(path: Path | None) -> None:
-            """Write to the chosen path, asking first if it exists."""
-            if path is None:
-                return
-            if path.exists():
-                self.app.push_screen(
-                    ConfirmDialog("Replace the file?", f"{path} already exists. Replace it?"),
-                    lambda yes: self._write(text, path) if yes else None,
-                )
-            else:
-                self._write(text, path)
-
-        self.app.push_screen(PathDialog("Export the comparison to", default), chosen)
-
-    def _write(self, text: str, path: Path) -> None:
-        """Write and say where."""
-        try:
-            written = self.duo.export_report(text, path)
-        except InputError as error:
-            self.notify(str(error), title="Export failed", severity="error")
-            return
-        self.notify(f"Comparison written to {written}", title="Exported")
+        export_markdown(
+            self,
+            report.render_comparison(self.runs),
+            noun="comparison",
+            default=self.app.runs_dir / COMPARISON_FILE,
+            write=self.app.export_report,
+        )

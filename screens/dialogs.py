@@ -6,15 +6,19 @@ caller passes a callback to ``push_screen``; nothing here knows about runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DirectoryTree, Input, Label, Static
+from textual.widgets.directory_tree import DirEntry
+
+from solver.errors import InputError
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -186,7 +190,7 @@ class FilePickerDialog(ModalScreen[Path | None]):
         self.query_one(DirectoryTree).focus()
 
     @on(DirectoryTree.NodeHighlighted)
-    def _highlighted(self, event: DirectoryTree.NodeHighlighted) -> None:
+    def _highlighted(self, event: DirectoryTree.NodeHighlighted[DirEntry]) -> None:
         """Follow the tree's cursor in the path input."""
         entry = event.node.data
         if entry is not None:
@@ -209,3 +213,55 @@ class FilePickerDialog(ModalScreen[Path | None]):
     def action_cancel(self) -> None:
         """Dismiss without a path."""
         self.dismiss(None)
+
+
+def export_markdown(
+    screen: Screen[Any],
+    text: str,
+    *,
+    noun: str,
+    default: Path,
+    write: Callable[[str, Path], Path],
+    written: Callable[[Path], None] | None = None,
+) -> None:
+    """Ask where to write ``text`` (prefilled with ``default``), confirm replacing a file, write.
+
+    The report and compare screens share this flow. Failures are notified, never raised.
+
+    Args:
+        screen: the screen that asks (its app shows the dialogs and notifications).
+        text: the Markdown to write.
+        noun: what is written, for the dialogs ("report", "comparison").
+        default: the path the dialog starts with.
+        write: writes ``text`` to a path and returns where it went (the run store's atomic
+            write, through the app); raises :class:`~solver.errors.InputError` when it cannot.
+        written: called with the path once the file is written.
+    """
+
+    def save(path: Path) -> None:
+        try:
+            where = write(text, path)
+        except InputError as error:
+            screen.notify(str(error), title="Export failed", severity="error")
+            return
+        if written is not None:
+            written(where)
+        screen.notify(f"{noun.capitalize()} written to {where}", title="Exported")
+
+    def chosen(path: Path | None) -> None:
+        if path is None:
+            return
+        if not path.exists():
+            save(path)
+            return
+        screen.app.push_screen(
+            ConfirmDialog(
+                "Replace the file?",
+                f"{path} already exists. Replace it with this {noun}?",
+                yes="Replace",
+                no="Keep it",
+            ),
+            lambda yes: save(path) if yes else None,
+        )
+
+    screen.app.push_screen(PathDialog(f"Export the {noun} to", default), chosen)

@@ -16,7 +16,6 @@ from rich.style import Style
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.strip import Strip
 from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
@@ -24,14 +23,13 @@ from textual.worker import Worker, WorkerState
 from duogpt_tui import report
 from duogpt_tui.runstore import REPORT_FILE
 from duogpt_tui.widgets.report_view import ReportView, render_lines, report_theme
-from screens.dialogs import ConfirmDialog, PathDialog
-from solver.errors import InputError
+from screens.base import WorkbenchScreen
+from screens.dialogs import export_markdown
 from solver.events import Event
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from duogpt_tui.app import DuoGPTApp
 
 EMPTY_REPORT = (
     "# No run yet\n\nStart a run on the setup screen (F2) or open one on the runs screen (F5).\n"
@@ -52,7 +50,7 @@ def report_markdown(events: Sequence[Event], config: dict[str, object] | None) -
         return f"# The report could not be rendered\n\n`{type(error).__name__}: {error}`\n"
 
 
-class ReportScreen(Screen[None]):
+class ReportScreen(WorkbenchScreen):
     """The current run's report as Markdown, with an export key."""
 
     CSS_PATH = "report.tcss"
@@ -71,11 +69,6 @@ class ReportScreen(Screen[None]):
         self.stale = True
         self.text = ""
 
-    @property
-    def duo(self) -> DuoGPTApp:
-        """The workbench App (typed)."""
-        return self.app  # type: ignore[return-value]
-
     def compose(self) -> ComposeResult:
         """Header, the Markdown viewer and the footer."""
         yield Header()
@@ -85,7 +78,7 @@ class ReportScreen(Screen[None]):
     def on_mount(self) -> None:
         """Render now, then follow the log (re-rendering at most every few seconds)."""
         self.sub_title = "report"
-        self.duo.log_changed.subscribe(self, self._log_changed)
+        self.app.log_changed.subscribe(self, self._log_changed)
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.render_report(force=True))
         self.set_interval(REFRESH_SECONDS, self._tick)
         self.render_report()
@@ -103,7 +96,7 @@ class ReportScreen(Screen[None]):
     def _log_changed(self, _event: Event | None) -> None:
         """Mark the report stale (a reset or the run's end renders at once)."""
         self.stale = True
-        if (_event is None or self.duo.event_log.terminal is _event) and self.is_current:
+        if (_event is None or self.app.event_log.terminal is _event) and self.is_current:
             self.render_report()
 
     def _tick(self) -> None:
@@ -113,8 +106,8 @@ class ReportScreen(Screen[None]):
 
     def report_text(self) -> str:
         """The Markdown of the App's log (a placeholder without a run)."""
-        config = self.duo.current_config
-        return report_markdown(self.duo.event_log.events, config.to_dict() if config else None)
+        config = self.app.current_config
+        return report_markdown(self.app.event_log.events, config.to_dict() if config else None)
 
     def _width(self) -> int:
         """The cells a report line may take (the view less its padding and scroll bar)."""
@@ -128,10 +121,10 @@ class ReportScreen(Screen[None]):
             force: render even when the text and width are those shown (a new theme).
         """
         self.stale = False
-        config = self.duo.current_config
+        config = self.app.current_config
         shown = ("", -1) if force else (self.text, self.query_one(ReportView).width_rendered)
         self._make_lines(
-            list(self.duo.event_log.events),
+            list(self.app.event_log.events),
             config.to_dict() if config else None,
             self._width(),
             report_theme(self.app.theme_variables),
@@ -169,41 +162,23 @@ class ReportScreen(Screen[None]):
 
     def default_export_path(self) -> Path:
         """The run directory's ``report.md``, or ``report.md`` here without a run directory."""
-        run_path = self.duo.run_path
+        run_path = self.app.run_path
         return (run_path / REPORT_FILE) if run_path else Path.cwd() / REPORT_FILE
 
     def action_export(self) -> None:
         """Ask for a path (prefilled), confirm an overwrite, write the report."""
-        if not self.duo.event_log.events:
+        if not self.app.event_log.events:
             self.notify("No run to export yet.", severity="warning")
             return
-        text = self.report_text()
+        export_markdown(
+            self,
+            self.report_text(),
+            noun="report",
+            default=self.default_export_path(),
+            write=self.app.export_report,
+            written=self._exported,
+        )
 
-        def chosen(path: Path | None) -> None:
-            """Write to the chosen path, asking first if it exists."""
-            if path is None:
-                return
-            if path.exists():
-                self.app.push_screen(
-                    ConfirmDialog(
-                        "Replace the file?",
-                        f"{path} already exists. Replace it with this report?",
-                        yes="Replace",
-                        no="Keep it",
-                    ),
-                    lambda yes: self.write(text, path) if yes else None,
-                )
-            else:
-                self.write(text, path)
-
-        self.app.push_screen(PathDialog("Export the report to", self.default_export_path()), chosen)
-
-    def write(self, text: str, path: Path) -> None:
-        """Write ``text`` to ``path`` (atomically, via the run store) and say where it went."""
-        try:
-            written = self.duo.export_report(text, path)
-        except InputError as error:
-            self.notify(str(error), title="Export failed", severity="error")
-            return
-        self.duo.last_export = written
-        self.notify(f"Report written to {written}", title="Exported")
+    def _exported(self, path: Path) -> None:
+        """Remember the last export (the app shows it)."""
+        self.app.last_export = path

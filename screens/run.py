@@ -9,14 +9,13 @@ from the App's :class:`~duogpt_tui.eventlog.EventLog` at most :data:`REDRAW_HZ` 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Header, RichLog
 
 from duogpt_tui.eventlog import EventLog
@@ -29,13 +28,9 @@ from duogpt_tui.widgets.run_plots import (
     ErrorPlot,
     PerplexityPlot,
 )
+from screens.base import WorkbenchScreen
 from screens.dialogs import ConfirmDialog
 from solver.events import Cancelled, Event, Failed, Finished, Note, PerplexityMeasured, RunStarted
-
-if TYPE_CHECKING:
-    from textual import getters
-
-    from duogpt_tui.app import DuoGPTApp
 
 REDRAW_HZ = 4.0
 """Most redraws of the plots per second."""
@@ -89,11 +84,8 @@ def notice_line(text: str, styles: dict[str, Style] | None = None) -> Text:
     return Text.assemble(("note: ", style), text)
 
 
-class RunScreen(Screen[None]):
+class RunScreen(WorkbenchScreen):
     """Live view of the App's event log (the current run, or a reopened one)."""
-
-    if TYPE_CHECKING:  # the workbench App, typed (textual.getters.app)
-        app = getters.app(DuoGPTApp)
 
     CSS_PATH = "run.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -8,20 +8,17 @@ screen); space marks runs; ``c`` compares the marked runs (two or more) on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from duogpt_tui.formatting import percent, perplexity
 from duogpt_tui.runstore import RunSummary, list_runs
+from screens.base import WorkbenchScreen
 from screens.compare import CompareScreen
-
-if TYPE_CHECKING:
-    from duogpt_tui.app import DuoGPTApp
 
 COLUMNS = ("✓", "status", "model", "method", "W", "X", "ppl dense", "ppl", "started", "run")
 """Column headers of the runs table."""
@@ -50,7 +47,7 @@ def summary_cells(run: RunSummary, marked: bool) -> tuple[str, ...]:
     )
 
 
-class RunsScreen(Screen[None]):
+class RunsScreen(WorkbenchScreen):
     """A table of the runs found under the App's runs folder."""
 
     CSS_PATH = "runs.tcss"
@@ -66,11 +63,6 @@ class RunsScreen(Screen[None]):
         super().__init__()
         self.runs: list[RunSummary] = []
         self.marked: set[Path] = set()
-
-    @property
-    def duo(self) -> DuoGPTApp:
-        """The workbench App (typed)."""
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         """Header, where the runs come from, the table and the footer."""
@@ -94,14 +86,14 @@ class RunsScreen(Screen[None]):
         """Read the runs folder and rebuild the table (marks and cursor kept)."""
         table = self.query_one(DataTable)
         current = self.highlighted()
-        self.runs = list_runs(self.duo.runs_dir)
+        self.runs = list_runs(self.app.runs_dir)
         self.marked &= {run.path for run in self.runs}
         table.clear()
         for run in self.runs:
             table.add_row(*summary_cells(run, run.path in self.marked), key=str(run.path))
         where = self.query_one("#runs-where", Static)
         count = f"{len(self.runs)} run{'s' if len(self.runs) != 1 else ''}"
-        where.update(f"{count} in {self.duo.runs_dir}  ·  marked: {len(self.marked)}")
+        where.update(f"{count} in {self.app.runs_dir}  ·  marked: {len(self.marked)}")
         if current is not None:
             paths = [run.path for run in self.runs]
             if current.path in paths:
@@ -123,7 +115,7 @@ class RunsScreen(Screen[None]):
         """Open the highlighted run in the run screen."""
         run = self.highlighted()
         if run is not None:
-            self.duo.open_run(run.path)
+            self.app.open_run(run.path)
 
     def action_mark(self) -> None:
         """Mark or unmark the highlighted run."""
@@ -135,7 +127,7 @@ class RunsScreen(Screen[None]):
         mark = MARK if run.path in self.marked else ""
         table.update_cell(str(run.path), table.ordered_columns[0].key, mark)
         self.query_one("#runs-where", Static).update(
-            f"{len(self.runs)} runs in {self.duo.runs_dir}  ·  marked: {len(self.marked)}"
+            f"{len(self.runs)} runs in {self.app.runs_dir}  ·  marked: {len(self.marked)}"
         )
 
     def action_compare(self) -> None:

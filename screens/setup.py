@@ -16,13 +16,12 @@ one-line refusal here (:attr:`DuoGPTApp.start_error`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.timer import Timer
 from textual.widget import Widget
@@ -31,6 +30,7 @@ from textual.worker import Worker, WorkerState
 
 from duogpt_tui.preflight_text import EstimateLines, estimate_lines
 from duogpt_tui.widgets.preflight import PreflightLine
+from screens.base import WorkbenchScreen
 from screens.catalog import Catalog
 from screens.dialogs import FilePickerDialog
 from screens.setup_fields import (
@@ -53,11 +53,6 @@ from solver.config import OPTION, RunConfig
 from solver.errors import InputError
 from solver.options import Option
 
-if TYPE_CHECKING:
-    from textual import getters
-
-    from duogpt_tui.app import DuoGPTApp
-
 CHECK_DELAY = 0.3
 """Seconds after the last change before the file and machine checks run (on a worker)."""
 
@@ -68,11 +63,8 @@ TOGGLES = tuple(spec.name for spec in FORM if field_kind(spec) == "toggle")
 """The numbers switched on and off by a checkbox."""
 
 
-class SetupScreen(Screen[None]):
+class SetupScreen(WorkbenchScreen):
     """The form that makes a :class:`~solver.config.RunConfig` and starts the run."""
-
-    if TYPE_CHECKING:  # the workbench App, typed (textual.getters.app)
-        app = getters.app(DuoGPTApp)
 
     CSS_PATH = "setup.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from duogpt_tui.eventlog import ERROR_FLOOR
 from duogpt_tui.formatting import number
-from duogpt_tui.widgets.plot_base import ThemedPlot, decade_ticks
+from duogpt_tui.widgets.plot_base import ThemedPlot
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,7 @@ class CompareErrorPlot(ThemedPlot):
             values = [math.log10(max(e, ERROR_FLOOR)) for e in run.errors]
             logs.extend(values)
             plt.plot(list(range(len(values))), values, label=run.name, color=self.color(index))
-        ticks, labels = decade_ticks(logs)
-        if ticks:
-            plt.yticks(ticks, labels)
-            plt.ylim(ticks[0], ticks[-1])
+        self.decade_axis(logs)
 
 
 class SparsityPerplexityPlot(ThemedPlot):

@@ -70,6 +70,13 @@ class ThemedPlot(PlotextPlot):
     def draw(self) -> None:
         """Draw the series on ``self.plt`` (implemented by subclasses)."""
 
+    def decade_axis(self, logs: Sequence[float]) -> None:
+        """Label the y axis of ``log10``-transformed ``logs`` at whole decades, spanning them."""
+        ticks, labels = decade_ticks(logs)
+        if ticks:
+            self.plt.yticks(ticks, labels)
+            self.plt.ylim(ticks[0], ticks[-1])
+
 
 def decade_ticks(values: Sequence[float]) -> tuple[list[float], list[str]]:
     """Tick positions and labels for log10-transformed values (``1e-3``, ``1e-2``...).

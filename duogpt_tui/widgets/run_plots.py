@@ -12,7 +12,7 @@ import math
 
 from duogpt_tui.eventlog import LAYER_TYPES, EventLog
 from duogpt_tui.formatting import number
-from duogpt_tui.widgets.plot_base import ThemedPlot, decade_ticks
+from duogpt_tui.widgets.plot_base import ThemedPlot
 
 REF_LABELS = {"dense": "dense", "dense_act": "dense+act", "pruned": "pruned"}
 """Legend names of the reference perplexities."""
@@ -56,10 +56,7 @@ class ErrorPlot(ThemedPlot):
             values = [math.log10(y) for y in ys]
             logs.extend(values)
             plt.scatter(xs, values, label=kind, color=self.color(color_index), marker="dot")
-        ticks, labels = decade_ticks(logs)
-        if ticks:
-            plt.yticks(ticks, labels)
-            plt.ylim(ticks[0], ticks[-1])
+        self.decade_axis(logs)
 
 
 class DensityHistogram(ThemedPlot):
@@ -100,7 +97,7 @@ class DensityHistogram(ThemedPlot):
         positions = list(range(low, high + 1))
         plt.bar(positions, self.counts[low : high + 1], color=self.color(0), width=0.8)
         shown = positions[:: max(1, math.ceil(len(positions) / 5))]
-        plt.xticks(shown, [f"{self.centres[i]:.2f}" for i in shown])
+        plt.xticks([float(i) for i in shown], [f"{self.centres[i]:.2f}" for i in shown])
 
 
 class BlockSparsityPlot(ThemedPlot):
@@ -134,14 +131,14 @@ class BlockSparsityPlot(ThemedPlot):
         plt.ylim(0, 1)
         if not self.blocks:
             return
-        plt.multiple_bar(
+        plt.multiple_bar(  # type: ignore[call-arg]  # the stub says label=, the code labels=
             self.blocks,
             [self.weight, self.activation],
             labels=["weight", "activation"],
-            color=[self.color(0), self.color(1)],
+            color=[self.color(0), self.color(1)],  # type: ignore[arg-type]  # one per series
         )
         shown = self.blocks[:: max(1, math.ceil(len(self.blocks) / 8))]
-        plt.xticks(shown, [str(b) for b in shown])
+        plt.xticks([float(b) for b in shown], [str(b) for b in shown])
 
 
 class PerplexityPlot(ThemedPlot):
