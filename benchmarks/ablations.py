@@ -13,7 +13,6 @@ group changes one option from the defaults; the default configuration runs once 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +94,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     base = common.protocol(args.quick, args.threads)
-    started, tick = common.machine(), time.monotonic()
+    session = common.Session(args.out)
     isolate = not (args.in_process or args.quick)  # --quick: one process, fast start
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     alphas = [float(a) for a in args.calib_alphas.split(",") if a.strip()]
@@ -121,17 +120,14 @@ def main() -> None:
     )
     reference = results[0][2]
     by_key = {common.config_key(c): s for _, c, s in results[1:]}
-    text = common.document(
+    session.publish(
         "Ablations of DuoGPT's [choice] options (W50% + X50%)",
         [render(rows, by_key, reference.get("ppl_dense"))],
         protocol_line=common.protocol_text(base, args.quick, args.jobs, reference=True)
         + " The calibration-size rows keep the base protocol's evaluation (the same windows of "
         f"{base['seqlen']} tokens) whatever their calibration seqlen.",
-        started=started,
-        seconds=time.monotonic() - tick,
         results=results,
     )
-    common.finish(text, args.out)
 
 
 def render(

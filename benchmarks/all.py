@@ -25,7 +25,9 @@ from benchmarks import ablations, common, methods, sweep
 SCRIPTS = ("methods", "sweep", "ablations")
 
 
-def configurations(base: dict[str, Any], calib_alphas: list[float]) -> list[tuple[str, dict]]:
+def configurations(
+    base: dict[str, Any], calib_alphas: list[float]
+) -> list[tuple[str, dict[str, Any]]]:
     """The distinct ``(label, config)`` of the three scripts, the reference run first."""
     runs = [("reference (dense figures)", common.reference_config(base))]
     runs += [(f"methods {s} {m}", c) for s, m, c in methods.configurations(base)]

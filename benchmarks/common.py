@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -522,6 +523,41 @@ def document(
     for section in sections:
         lines += [section.rstrip("\n"), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+@dataclass
+class Session:
+    """One benchmark script's run: the machine when it started, the clock, where it writes.
+
+    Attributes:
+        out: the Markdown file to write (None: print only).
+        started: :func:`machine` at the start.
+        tick: ``time.monotonic()`` at the start.
+    """
+
+    out: Path | None
+    started: dict[str, Any] = field(default_factory=lambda: machine())
+    tick: float = field(default_factory=time.monotonic)
+
+    def publish(
+        self,
+        title: str,
+        sections: Sequence[str],
+        *,
+        protocol_line: str,
+        results: Sequence[tuple[str, dict[str, Any], dict[str, Any]]] = (),
+    ) -> None:
+        """Render the document (:func:`document`), print it and write it (:func:`finish`)."""
+        seconds = time.monotonic() - self.tick
+        text = document(
+            title,
+            sections,
+            protocol_line=protocol_line,
+            started=self.started,
+            seconds=seconds,
+            results=results,
+        )
+        finish(text, self.out)
 
 
 def finish(text: str, out: Path | None) -> None:

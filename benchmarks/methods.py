@@ -11,7 +11,6 @@ achieved sparsities, wall time, peak RSS, and the dual-sparse decode bytes bound
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     base = common.protocol(args.quick, args.threads)
-    started, tick = common.machine(), time.monotonic()
+    session = common.Session(args.out)
     isolate = not (args.in_process or args.quick)  # --quick: one process, fast start
     runs = configurations(base)
     if args.only:
@@ -67,15 +66,12 @@ def main() -> None:
         cache=common.ResultCache(args.cache),
         cached_only=args.cached_only,
     )
-    text = common.document(
+    session.publish(
         "Methods: perplexity, sparsity, time and memory",
         [render(runs, results[1:], results[0][2], in_process=not isolate)],
         protocol_line=common.protocol_text(base, args.quick, args.jobs, reference=True),
-        started=started,
-        seconds=time.monotonic() - tick,
         results=results,
     )
-    common.finish(text, args.out)
 
 
 def render(
@@ -98,7 +94,7 @@ def render(
         "peak RSS MB",
         "dual-sparse bytes bound",
     )
-    rows = []
+    rows: list[tuple[str, ...]] = []
     dense = reference.get("ppl_dense")
     if dense:
         rows.append(("W0% + X0%", "dense", common.fmt(dense), "1.00", "0.0%", "0.0%"))

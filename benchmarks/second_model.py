@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +113,7 @@ def main() -> None:
             f"error: {MODEL} or {TEXT} is missing: run ../shared/scripts/fetch-second-model.sh"
         )
     common.protocol(False, args.threads)
-    started, tick = common.machine(), time.monotonic()
+    session = common.Session(args.out)
     runs = configurations(args.seeds, args.sizes, not args.no_smollm2, args.reference_masks)
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
@@ -135,15 +134,12 @@ def main() -> None:
         f"16 x 256 `moby-dick`). Device cpu with {common._threads_text()}, "
         f"{args.jobs} run(s) at a time, each in a fresh process."
     )
-    text = common.document(
+    session.publish(
         "The second real model: Qwen2.5-Coder-0.5B at W50% + X50%",
         render(runs, results),
         protocol_line=protocol,
-        started=started,
-        seconds=time.monotonic() - tick,
         results=results,
     )
-    common.finish(text, args.out)
 
 
 def mean_sd(values: list[float]) -> str:

@@ -170,7 +170,7 @@ def rss_target(summary: dict[str, Any]) -> float | None:
         return None
     per_param = 4 if summary.get("dtype", "float32") == "float32" else 2
     widths = 576 + 576 + 576 + 1536  # inputs of [qkv], [o], [gate, up], [down] in SmolLM2
-    return (params * per_param + 2 * tokens * widths * 4) / 2**20 + 1024
+    return float((params * per_param + 2 * tokens * widths * 4) / 2**20 + 1024)
 
 
 def main() -> None:
@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--only-whole-run", action="store_true", help="only the whole runs")
     args = parser.parse_args()
     base = common.protocol(args.quick, args.threads)
-    started, tick = common.machine(), time.monotonic()
+    session = common.Session(args.out)
     shapes = SHAPES if args.quick else SHAPES + SYNTHETIC
     sections = []
     if not args.only_whole_run:
@@ -189,15 +189,12 @@ def main() -> None:
         sections.append(stats_table(1024 if args.quick else 4096, args.repeats))
     if not args.skip_whole_run:
         sections.append(whole_run_table(base, isolate=not args.in_process))
-    text = common.document(
+    session.publish(
         "Solver speed and memory",
         sections,
         protocol_line=common.protocol_text(base, args.quick)
         + " Layer and statistics timings use random data (see each section).",
-        started=started,
-        seconds=time.monotonic() - tick,
     )
-    common.finish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ dual-sparse compute fraction ``(1 - p_w)(1 - p_x)`` (the fraction of multiply-ad
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ def main() -> None:
     parser.add_argument("--methods", default="duogpt,sparsegpt", help="comma-separated methods")
     args = parser.parse_args()
     base = common.protocol(args.quick, args.threads)
-    started, tick = common.machine(), time.monotonic()
+    session = common.Session(args.out)
     isolate = not (args.in_process or args.quick)  # --quick: one process, fast start
     weights, acts = (QUICK_WEIGHTS, QUICK_ACTS) if args.quick else (WEIGHTS, ACTS)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -65,15 +64,12 @@ def main() -> None:
         cache=common.ResultCache(args.cache),
         cached_only=args.cached_only,
     )
-    text = common.document(
+    session.publish(
         "Sparsity sweep: perplexity vs weight and activation sparsity",
         [render(results[1:], results[0][2])],
         protocol_line=common.protocol_text(base, args.quick, args.jobs, reference=True),
-        started=started,
-        seconds=time.monotonic() - tick,
         results=results,
     )
-    common.finish(text, args.out)
 
 
 def render(
@@ -93,7 +89,7 @@ def render(
         "act. sparsity",
         "wall s",
     )
-    rows = []
+    rows: list[tuple[str, ...]] = []
     series: dict[str, list[tuple[float, float]]] = {}
     for _label, config, summary in results:
         p_w, p_x = config["weight_sparsity"], config["act_sparsity"]
@@ -105,7 +101,9 @@ def render(
                 f"{p_w:.2f}",
                 f"{p_x:.2f}",
                 f"{fraction:.3f}",
-                common.fmt(ppl) if summary.get("status") == "finished" else summary.get("status"),
+                common.fmt(ppl)
+                if summary.get("status") == "finished"
+                else summary.get("status", "failed"),
                 common.fmt(ppl / dense) if ppl and dense else "n/a",
                 common.pct(summary.get("weight_sparsity")),
                 common.pct(summary.get("eval_act_sparsity")),

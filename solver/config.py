@@ -18,7 +18,10 @@ from typing import Any
 from solver.errors import InputError
 from solver.options import Bounds, FormField, Option, Surface, option, resolve_options
 from solver.options import unknown_choice as _unknown_choice
-from solver.run.methods import NAMES as METHODS  # the method registry's names
+from solver.run import methods as _methods
+
+METHODS = _methods.NAMES
+"""The method names, in the registry's order (:mod:`solver.run.methods`)."""
 
 ACT_RULES = ("topk", "threshold")
 RESIDUAL_VARIANTS = ("original", "pruned")

@@ -10,7 +10,9 @@ import pytest
 from benchmarks import common
 
 
-def test_config_key_spells_out_defaults_and_normalises_eval_length(monkeypatch) -> None:
+def test_config_key_spells_out_defaults_and_normalises_eval_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv(common.THREADS_ENV, "1")
     short = common.config_key({"method": "duogpt"})
     assert short == common.config_key({"method": "duogpt", "alpha": 0.125, "seqlen": 256})
@@ -35,7 +37,7 @@ def test_cache_keeps_finished_runs_only_and_survives_a_restart(tmp_path: Path) -
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_run_all_keeps_order_runs_each_config_once_and_reuses_the_cache(
-    tmp_path: Path, monkeypatch, jobs: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
 ) -> None:
     calls: list[float] = []
 
@@ -56,7 +58,9 @@ def test_run_all_keeps_order_runs_each_config_once_and_reuses_the_cache(
     assert [s.get("cached", False) for _, _, s in second] == [True, True, True, False]
 
 
-def test_ablation_rows_change_one_thing_and_keep_the_evaluation(monkeypatch) -> None:
+def test_ablation_rows_change_one_thing_and_keep_the_evaluation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from benchmarks import ablations
 
     monkeypatch.setenv(common.THREADS_ENV, "1")

@@ -12,7 +12,8 @@ import pytest
 from rich.console import Console
 
 from duogpt_tui import cli as cli_mod
-from duogpt_tui.cli import RunDisplay
+from duogpt_tui import runner
+from duogpt_tui.progress import RunDisplay, cancel_on_signals
 from duogpt_tui.runstore import RunDir
 from solver import events as ev
 from solver.config import RunConfig
@@ -188,7 +189,7 @@ def test_cancel_on_signals_second_signal_interrupts() -> None:
     import threading
 
     cancel = threading.Event()
-    with cli_mod.cancel_on_signals(cancel):
+    with cancel_on_signals(cancel):
         signal.raise_signal(signal.SIGTERM)
         assert cancel.is_set()
         with pytest.raises(KeyboardInterrupt):
@@ -237,7 +238,7 @@ def test_preflight_errors_exit_2(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> N
     def preflight(config: RunConfig) -> None:
         raise InputError("model '/nope' not found: give a built-in name")
 
-    monkeypatch.setattr(cli_mod.runner, "preflight", preflight)
+    monkeypatch.setattr(runner, "preflight", preflight)  # the module the CLI calls
     result = cli("prune", "--model", "/nope")
     assert result.exit_code == 2
     assert one_error_line(result.stderr) == "error: model '/nope' not found: give a built-in name"

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 SERVER = r"""
@@ -69,13 +70,14 @@ class ForkServer:
             text=True,
         )
 
-    def _ask(self, request: dict[str, object]) -> dict[str, int]:
+    def _ask(self, request: Mapping[str, object]) -> dict[str, int]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         answer = self.proc.stdout.readline()
         assert answer, "the fork server died"
-        return json.loads(answer)
+        reply: dict[str, int] = json.loads(answer)
+        return reply
 
     def start(self, cwd: Path, stdout: Path, stderr: Path, args: list[str]) -> int:
         """Fork ``duogpt ARGS`` in ``cwd``; return its pid."""

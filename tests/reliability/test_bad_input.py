@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from duogpt_tui import runstore
 from solver.io import system
 from tests.cli.conftest import Cli
 from tests.reliability.conftest import FAST, one_error_line
@@ -164,7 +163,9 @@ def test_a_too_short_evaluation_file(real_cli: Cli) -> None:
 
 def test_a_full_disk(real_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(runstore.shutil, "disk_usage", lambda path: usage(10**9, 10**9, 2**20))
+    monkeypatch.setattr(
+        "duogpt_tui.runstore.shutil.disk_usage", lambda path: usage(10**9, 10**9, 2**20)
+    )
     line = refused(real_cli, "--out", "run")
     assert "only 1 MB free on the disk of run" in line and "choose another --out" in line
     assert not (real_cli.root / "run").exists()

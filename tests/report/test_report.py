@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,7 +105,7 @@ def test_comparison_warns_about_different_protocols() -> None:
     assert "different protocols" in text
 
 
-def summarize(events: list[ev.Event]) -> dict:
+def summarize(events: list[ev.Event]) -> dict[str, Any]:
     """The headline figures of ``events`` (the JSON-ready dict of their view)."""
     return RunView.of(events).headline()
 

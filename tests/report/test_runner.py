@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from duogpt_tui import runner
+from duogpt_tui import report, runner
 from duogpt_tui.report import render_markdown
 from duogpt_tui.runstore import RunDir
 from solver import events as ev
@@ -140,7 +140,7 @@ def test_a_report_bug_does_not_lose_the_run(
     def broken(*args: Any, **kwargs: Any) -> str:
         raise RuntimeError("report bug")
 
-    monkeypatch.setattr(runner.report, "render_markdown", broken)
+    monkeypatch.setattr(report, "render_markdown", broken)  # the module the runner calls
     run_dir = RunDir.create(scripted.CONFIG, out=tmp_path / "run")
     list(
         runner.execute(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from duogpt_tui import runstore
+from duogpt_tui.eventfile import read_event_file
 from duogpt_tui.runstore import RunDir, list_runs, read_events
 from solver import events as ev
 from solver.config import RunConfig
@@ -140,7 +141,7 @@ def test_refuses_a_read_only_folder(tmp_path: Path) -> None:
 
 def test_refuses_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     usage = type("Usage", (), {"total": 10**9, "used": 10**9, "free": 5 * 2**20})
-    monkeypatch.setattr(runstore.shutil, "disk_usage", lambda path: usage)
+    monkeypatch.setattr("duogpt_tui.runstore.shutil.disk_usage", lambda path: usage)
     with pytest.raises(InputError, match="only 5 MB free"):
         RunDir.create(CONFIG, out=tmp_path / "run")
     assert not (tmp_path / "run").exists(), "the folder it made is removed again"
@@ -205,7 +206,9 @@ def test_events_round_trip_through_the_file(tmp_path: Path) -> None:
         (scripted.finished_run()[:6], "interrupted"),
     ],
 )
-def test_status_from_the_terminal_event(tmp_path: Path, events: list, status: str) -> None:
+def test_status_from_the_terminal_event(
+    tmp_path: Path, events: list[ev.Event], status: str
+) -> None:
     run_dir = RunDir.create(CONFIG, out=tmp_path / "run")
     for event in events:
         run_dir.append(event)
@@ -240,7 +243,7 @@ def damaged_dir(path: Path, where: str) -> RunDir:
 def test_a_corrupt_line_is_skipped_and_counted(tmp_path: Path, where: str) -> None:
     """A garbage line costs only itself: the run reads back whole, with one warning."""
     run_dir = damaged_dir(tmp_path / "run", where)
-    found = runstore.read_event_file(run_dir.path / "events.jsonl")
+    found = read_event_file(run_dir.path / "events.jsonl")
     line = len(scripted.finished_run()) + 1 if where == "appended" else 11
     assert found.corrupt_lines == (line,)
     assert found.events == scripted.finished_run()
@@ -276,7 +279,7 @@ def test_many_corrupt_lines_and_json_that_is_not_an_event(tmp_path: Path) -> Non
     garbage = ["not json", "[1, 2]", '"text"', '{"kind": "note", "level": 1, "nope": 2}']
     lines = ['{"kind": "note", "text": "a"}', *garbage, *(["}{"] * 4), '{"kind": "note"}']
     path.write_text("\n".join(lines) + "\n")
-    found = runstore.read_event_file(path)
+    found = read_event_file(path)
     assert found.events == [ev.Note(text="a"), ev.Note()]
     assert found.corrupt_lines == tuple(range(2, 10))
     assert "skipped 8 corrupt lines (lines 2, 3, 4, 5, 6, ...)" in found.warnings[0]

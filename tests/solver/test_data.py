@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from solver.errors import InputError
 from solver.io.data import (
@@ -31,6 +32,13 @@ def _input_error(call: Any, *args: Any, **kwargs: Any) -> str:
     message = str(info.value)
     assert "\n" not in message
     return message
+
+
+def _decode(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor) -> str:
+    """The text of one row of token ids."""
+    text = tokenizer.decode(ids.tolist())
+    assert isinstance(text, str), "one row decodes to one string"
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,7 +158,7 @@ def test_calibration_windows_are_consecutive_text(tiny_model: LoadedModel) -> No
     assert len(text) >= 4 * 64 * 12
     batch = calibration_batch(tokenizer, text, 4, 64, seed=3)
     for row in batch:
-        assert tokenizer.decode(row.tolist()) in text
+        assert _decode(tokenizer, row) in text
     assert int(batch.max()) < len(tokenizer)
     assert tokenizer.bos_token_id not in batch.flatten().tolist()
 
@@ -162,7 +170,7 @@ def test_calibration_short_text_is_tokenised_whole(tiny_model: LoadedModel) -> N
     assert batch.shape == (4, 100)
     assert torch.equal(batch, calibration_batch(tokenizer, text, 4, 100, seed=0))
     for row in batch:
-        assert tokenizer.decode(row.tolist()) in text
+        assert _decode(tokenizer, row) in text
 
 
 def test_calibration_text_too_short(tiny_model: LoadedModel) -> None:

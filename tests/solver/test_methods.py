@@ -26,6 +26,7 @@ def stats_of(k: int = 16, tokens: int = 64) -> LayerStats:
 
 
 def test_the_configs_choices_are_the_registrys_names() -> None:
+    # ``solver.config`` imports the names without re-exporting them: read its namespace.
     assert config_mod.METHODS == methods.NAMES == tuple(methods.REGISTRY)
     assert all(methods.get(name).name == name for name in methods.NAMES)
     assert RunConfig().method in methods.REGISTRY

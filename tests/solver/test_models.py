@@ -302,8 +302,11 @@ def test_atomic_build_interrupted_leaves_nothing(tmp_path: Path) -> None:
 def test_atomic_build_race_keeps_the_winner(tmp_path: Path) -> None:
     target = tmp_path / "m"
 
+    def winner(folder: Path) -> None:
+        (folder / "winner").write_text("1")
+
     def slow_loser(folder: Path) -> None:
-        models._build_atomically(target, lambda f: (f / "winner").write_text("1"), MARKER)
+        models._build_atomically(target, winner, MARKER)
         (folder / "loser").write_text("1")
 
     models._build_atomically(target, slow_loser, MARKER)
@@ -315,7 +318,11 @@ def test_atomic_build_replaces_incomplete_folder(tmp_path: Path) -> None:
     target = tmp_path / "m"
     target.mkdir()
     (target / "half-written").write_text("1")
-    models._build_atomically(target, lambda f: (f / "new").write_text("1"), MARKER)
+
+    def build(folder: Path) -> None:
+        (folder / "new").write_text("1")
+
+    models._build_atomically(target, build, MARKER)
     assert (target / "new").is_file() and not (target / "half-written").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import pytest
 import torch
 
@@ -22,6 +24,31 @@ from solver.math.stats import LayerStats
 F64 = torch.float64
 
 
+class _Solve(TypedDict, total=False):
+    """Keyword options of :func:`prune_obc` shared by a test's calls, besides the residual."""
+
+    sparsity: float
+    nm: tuple[int, int] | None
+    damping: float
+    block_size: int
+    act_order: bool
+
+
+class _Residual(TypedDict):
+    """The residual statistics and scale of :func:`prune_obc`, with the target sparsity."""
+
+    G: torch.Tensor
+    g: torch.Tensor
+    alpha: float
+    sparsity: float
+
+
+class _ResidualBlocks(_Residual):
+    """:class:`_Residual` with a block size."""
+
+    block_size: int
+
+
 def _stats(x_sparse: torch.Tensor, x_dense: torch.Tensor | None = None) -> LayerStats:
     """Statistics from (k, m) matrices in the paper's column convention."""
     k = x_sparse.shape[0]
@@ -30,7 +57,9 @@ def _stats(x_sparse: torch.Tensor, x_dense: torch.Tensor | None = None) -> Layer
     return stats
 
 
-def _problem(seed: int, n: int = 16, k: int = 32, m: int = 512, act: float = 0.5):
+def _problem(
+    seed: int, n: int = 16, k: int = 32, m: int = 512, act: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A random layer whose compressed input is the dense input with top-k activation sparsity."""
     gen = torch.Generator().manual_seed(seed)
     scale = torch.rand(k, 1, generator=gen, dtype=F64) * 2 + 0.2  # uneven channel energies
@@ -46,7 +75,9 @@ def _problem(seed: int, n: int = 16, k: int = 32, m: int = 512, act: float = 0.5
 # -- T1: the closed form against brute-force least squares --------------------------------------
 
 
-def _brute_force(x_hat: torch.Tensor, dx: torch.Tensor, w: torch.Tensor, p: int, q: torch.Tensor):
+def _brute_force(
+    x_hat: torch.Tensor, dx: torch.Tensor, w: torch.Tensor, p: int, q: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """min over dw_{>p} ||(q - w_p) x_p + sum_{j>p} dw_j x_j - w_p d_p||^2 / m, per row."""
     m = x_hat.shape[1]
     A = x_hat[p + 1 :].T  # (m, r)
@@ -117,11 +148,13 @@ def test_t1_pieces_match_their_definitions() -> None:
 @pytest.mark.parametrize("nm", [None, (2, 4)])
 @pytest.mark.parametrize("act_order", [False, True])
 @pytest.mark.parametrize("alpha", [1.0, 0.125])
-def test_t2_no_mismatch_is_sparsegpt(nm, act_order: bool, alpha: float) -> None:
+def test_t2_no_mismatch_is_sparsegpt(
+    nm: tuple[int, int] | None, act_order: bool, alpha: float
+) -> None:
     weight, x_sparse, _ = _problem(3, n=12, k=32, m=200)
     stats = _stats(x_sparse, x_sparse)  # X~ = X^: dX = 0
     assert stats.has_dense
-    opts = dict(sparsity=0.5, nm=nm, damping=0.01, block_size=8, act_order=act_order)
+    opts = _Solve(sparsity=0.5, nm=nm, damping=0.01, block_size=8, act_order=act_order)
     duo = prune_obc(weight, stats.H, G=stats.G, g=stats.g, alpha=alpha, **opts)
     sparsegpt = prune_obc(weight, stats.H, **opts)
     assert torch.equal(duo.mask, sparsegpt.mask)
@@ -130,11 +163,11 @@ def test_t2_no_mismatch_is_sparsegpt(nm, act_order: bool, alpha: float) -> None:
 
 
 @pytest.mark.parametrize("nm", [None, (2, 4)])
-def test_t3_alpha_zero_is_sparsegpt_on_sparse_statistics(nm) -> None:
+def test_t3_alpha_zero_is_sparsegpt_on_sparse_statistics(nm: tuple[int, int] | None) -> None:
     weight, x_sparse, x_dense = _problem(4, n=12, k=32, m=200)
     stats = _stats(x_sparse, x_dense)
     assert stats.G.abs().max() > 0.01
-    opts = dict(sparsity=0.5, nm=nm, block_size=8)
+    opts = _Solve(sparsity=0.5, nm=nm, block_size=8)
     sparsegpt = prune_obc(weight, stats.H, **opts)
     zero = prune_obc(weight, stats.H, G=stats.G, g=stats.g, alpha=0.0, **opts)
     assert torch.equal(zero.weight, sparsegpt.weight)
@@ -149,7 +182,17 @@ def test_t3_alpha_zero_is_sparsegpt_on_sparse_statistics(nm) -> None:
 # -- against independent, unblocked reference implementations ----------------------------------
 
 
-def _reference(weight, H, G, g, alpha, sparsity, block_size, damping=0.01, per_row=False):
+def _reference(
+    weight: torch.Tensor,
+    H: torch.Tensor,
+    G: torch.Tensor | None,
+    g: torch.Tensor | None,
+    alpha: float,
+    sparsity: float,
+    block_size: int,
+    damping: float = 0.01,
+    per_row: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 1 without the lazy update: every column updates all later columns at once.
 
     Dead input channels (``H_jj = 0``) are pruned first, inside the target count.
@@ -165,6 +208,7 @@ def _reference(weight, H, G, g, alpha, sparsity, block_size, damping=0.01, per_r
         D = torch.zeros_like(H)
         extra = torch.zeros(k, dtype=H.dtype)
     else:
+        assert g is not None, "g comes with G"
         Q = G @ U.T
         Qs = torch.triu(Q, 1)
         D = alpha * Qs @ U
@@ -229,7 +273,7 @@ def test_blocked_solve_matches_reference_with_dead_channels(per_row: bool) -> No
 def test_residual_variants_differ_only_across_blocks() -> None:
     weight, x_sparse, x_dense = _problem(6, n=10, k=24, m=150)
     stats = _stats(x_sparse, x_dense)
-    common = dict(G=stats.G, g=stats.g, alpha=0.5, sparsity=0.5)
+    common = _Residual(G=stats.G, g=stats.g, alpha=0.5, sparsity=0.5)
     one_block = [
         prune_obc(weight, stats.H, block_size=64, residual_variant=v, **common).weight
         for v in ("original", "pruned")
@@ -282,7 +326,7 @@ def test_zero_sparsity_keeps_weights_for_sparsegpt() -> None:
 def test_duogpt_lowers_the_dual_sparse_objective(seed: int) -> None:
     weight, x_sparse, x_dense = _problem(seed, n=16, k=32, m=600)
     stats = _stats(x_sparse, x_dense)
-    opts = dict(sparsity=0.5, block_size=16)
+    opts = _Solve(sparsity=0.5, block_size=16)
 
     def objective(new_weight: torch.Tensor) -> float:
         return layer_objective(weight, new_weight, stats)
@@ -329,7 +373,7 @@ def test_unstructured_sparsity_is_exact(act_order: bool) -> None:
 @pytest.mark.parametrize("nm", [(2, 4), (4, 8)])
 @pytest.mark.parametrize("act_order", [False, True])
 @pytest.mark.parametrize("block_size", [6, 16])
-def test_nm_pattern_is_exact(nm, act_order: bool, block_size: int) -> None:
+def test_nm_pattern_is_exact(nm: tuple[int, int], act_order: bool, block_size: int) -> None:
     weight, x_sparse, x_dense = _problem(9, n=8, k=32, m=120)
     stats = _stats(x_sparse, x_dense)
     result = prune_obc(
@@ -515,7 +559,7 @@ def test_residual_damping_is_a_ridge_on_the_residual_update() -> None:
     converge as it grows. At or below the OBS damping it changes nothing."""
     weight, x_sparse, x_dense = _problem(31, n=10, k=24, m=60)
     stats = _stats(x_sparse, x_dense)
-    common = dict(G=stats.G, g=stats.g, alpha=0.5, sparsity=0.5, block_size=8)
+    common = _ResidualBlocks(G=stats.G, g=stats.g, alpha=0.5, sparsity=0.5, block_size=8)
     plain = prune_obc(weight, stats.H, **common)
     same = prune_obc(weight, stats.H, residual_damping=0.005, **common)
     torch.testing.assert_close(same.weight, plain.weight, rtol=0, atol=0)

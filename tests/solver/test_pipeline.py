@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -27,6 +28,8 @@ from solver.events import (
 from solver.run.evaluate import evaluate
 from solver.run.pipeline import preflight, run
 from solver.run.stop import RunStopped
+
+E = TypeVar("E", bound=Event)
 
 TINY = RunConfig(
     model="tiny-random",
@@ -61,7 +64,7 @@ def input_error(config: RunConfig, *args: object, **kwargs: object) -> str:
     return str(stop.__cause__)
 
 
-def of(events: list[Event], cls: type) -> list:
+def of(events: list[Event], cls: type[E]) -> list[E]:
     """The events of one type."""
     return [e for e in events if isinstance(e, cls)]
 
@@ -199,7 +202,7 @@ def test_seqlen_beyond_context_is_refused() -> None:
         ({"pattern": "4:2"}, "pattern"),
     ],
 )
-def test_preflight_refuses_bad_input(changes: dict, needle: str) -> None:
+def test_preflight_refuses_bad_input(changes: dict[str, Any], needle: str) -> None:
     from solver.errors import InputError
 
     with pytest.raises(InputError, match=needle):

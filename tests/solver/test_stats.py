@@ -10,7 +10,7 @@ from solver.math.stats import LayerStats
 F64 = torch.float64
 
 
-def _inputs(seed: int = 0, tokens: int = 30, k: int = 6):
+def _inputs(seed: int = 0, tokens: int = 30, k: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     dense = torch.randn(tokens, k, generator=gen, dtype=F64)
     sparse = dense * (torch.rand(tokens, k, generator=gen, dtype=F64) > 0.4)
@@ -97,7 +97,10 @@ def test_token_clip_caps_the_weight_of_massive_tokens() -> None:
     clipped = LayerStats.empty(8, dtype=torch.float64)
     plain.add(x)
     clipped.add(x, token_clip=4.0)
-    share = lambda s: float((x[0] @ x[0]) / 64 / torch.trace(s.H))  # noqa: E731
+
+    def share(s: LayerStats) -> float:
+        return float((x[0] @ x[0]) / 64 / torch.trace(s.H))
+
     assert share(plain) > 0.9  # the one token carries most of H
     median = float(torch.linalg.vector_norm(x, dim=1).median())
     expected = x.clone()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from duogpt_tui import report
 from duogpt_tui.app import DuoGPTApp
@@ -105,7 +105,7 @@ async def test_export_refuses_a_folder_and_can_be_cancelled(
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, PathDialog)
-        assert "is a folder" in str(app.screen.query_one("#path-reason").content)
+        assert "is a folder" in str(app.screen.query_one("#path-reason", Static).content)
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, ReportScreen))
         assert app.last_export is None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import RichLog
+from textual.widgets import RichLog, Static
 
 from duogpt_tui import runstore
 from duogpt_tui.app import DuoGPTApp
@@ -66,7 +66,7 @@ async def test_start_streams_live_updates_to_plots_and_table(
         assert screen.query_one(BlockSparsityPlot).blocks == [0, 1]
         assert screen.query_one(DensityHistogram).counts == [0, 1, 9, 21, 8, 2, 0, 0]
         assert screen.query_one(PerplexityPlot).refs == {"dense": 40.0, "dense_act": 52.0}
-        assert "14/28 layers" in str(screen.query_one("#progress-activity").content)
+        assert "14/28 layers" in str(screen.query_one("#progress-activity", Static).content)
         source.gate.set()
         await wait_for(pilot, lambda: not app.run_active)
         await wait_for(pilot, lambda: screen.query_one(LayerTable).row_count == 28)
@@ -162,7 +162,9 @@ async def test_worker_error_goes_to_a_dialog_not_a_traceback(
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: isinstance(app.screen, ErrorDialog))
         assert not app.run_active
-        assert "disk on fire" in app.screen.message
+        dialog = app.screen
+        assert isinstance(dialog, ErrorDialog)
+        assert "disk on fire" in dialog.message
         assert app.event_log.status == "failed"
         await pilot.press("escape")
         assert isinstance(app.screen, RunScreen)

@@ -15,6 +15,7 @@ from duogpt_tui.exitcodes import ExitCode
 from duogpt_tui.widgets.preflight import PreflightLine
 from screens.catalog import Catalog
 from screens.dialogs import FilePickerDialog
+from screens.setup import SetupScreen
 from screens.setup_fields import FIELDS
 from solver.config import OPTION, RunConfig, options_on
 from solver.errors import InputError
@@ -28,6 +29,13 @@ pytestmark = pytest.mark.anyio
 def text_of(app: DuoGPTApp, selector: str) -> str:
     """The text a Static shows."""
     return str(app.screen.query_one(selector, Static).content)
+
+
+def setup_screen(app: DuoGPTApp) -> SetupScreen:
+    """The app's current screen, which must be the setup screen."""
+    screen = app.screen
+    assert isinstance(screen, SetupScreen), screen
+    return screen
 
 
 async def test_bad_sparsity_shows_the_reason_and_blocks_start(
@@ -63,7 +71,7 @@ async def test_pattern_numbers_and_sources_are_checked(make_app: Callable[..., D
     """A malformed pattern, a non-integer and a missing file each get their own reason."""
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
+        screen = setup_screen(app)
         screen.query_one("#pattern", Input).value = "3:2"
         screen.query_one("#nsamples", Input).value = "four"
         screen.query_one("#calib", Input).value = "/no/such/file.txt"
@@ -118,7 +126,7 @@ async def test_proxy_toggle_sets_proxy_every(make_app: Callable[..., DuoGPTApp])
     """The proxy-perplexity toggle enables its block count and lands in the config."""
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
+        screen = setup_screen(app)
         assert screen.query_one("#proxy_every", Input).disabled
         await pilot.click("#proxy_every-on")
         await pilot.pause()
@@ -161,7 +169,7 @@ async def test_command_line_prefills_setup(tmp_path: Path) -> None:
     assert app.runs_dir == tmp_path and app.initial_config.weight_sparsity == 0.7
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        screen = app.screen
+        screen = setup_screen(app)
         assert screen.query_one("#model", Input).value == "tiny-random"
         assert screen.query_one("#weight_sparsity", Input).value == "0.7"
         assert screen.query_one("#pattern", Input).value == "2:4"
@@ -181,7 +189,7 @@ async def test_rule_damping_and_dtype_are_checked(make_app: Callable[..., DuoGPT
     """The new fields land in the config and are validated by RunConfig.validate."""
     app = make_app(config=RunConfig(model="tiny-random", dtype="float8"))
     async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
+        screen = setup_screen(app)
         assert "unknown dtype 'float8'" in text_of(app, "#reason-dtype")
         screen.query_one("#dtype", Select).value = "float16"
         screen.query_one("#act_rule", Select).value = "threshold"
@@ -242,7 +250,10 @@ async def test_every_setup_option_is_on_the_form(make_app: Callable[..., DuoGPTA
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         form = app.screen.query_one("#setup-form")
-        rows = [row.id for row in form.query(".field-row")]
+        rows: list[str] = []
+        for row in form.query(".field-row"):
+            assert row.id is not None, row
+            rows.append(row.id)
         specs = options_on(Surface.SETUP)
         assert sorted(rows) == sorted(f"row-{spec.name}" for spec in specs)
         assert rows == [f"row-{name}" for name in FIELDS]
