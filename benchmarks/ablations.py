@@ -110,13 +110,11 @@ def main() -> None:
     distinct: dict[str, dict[str, Any]] = {}
     for _group, _label, config in rows:
         distinct.setdefault(common.config_key(config), config)
-    results = common.run_all(
+    results = common.run_from_args(
         [("reference (dense figures)", common.reference_config(base))]
         + [(f"config {i}", c) for i, c in enumerate(distinct.values(), 1)],
+        args,
         isolate=isolate,
-        jobs=args.jobs,
-        cache=common.ResultCache(args.cache),
-        cached_only=args.cached_only,
     )
     reference = results[0][2]
     by_key = {common.config_key(c): s for _, c, s in results[1:]}

@@ -323,6 +323,20 @@ def run_all(
     return [(label, config, summaries[i]) for i, (label, config) in enumerate(runs)]
 
 
+def run_from_args(
+    runs: Sequence[tuple[str, dict[str, Any]]], args: argparse.Namespace, *, isolate: bool = True
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """:func:`run_all` with the options of :func:`arguments` (``--jobs``, ``--cache``,
+    ``--cached-only``)."""
+    return run_all(
+        runs,
+        isolate=isolate,
+        jobs=args.jobs,
+        cache=ResultCache(args.cache),
+        cached_only=args.cached_only,
+    )
+
+
 def _finished(
     index: int,
     runs: Sequence[tuple[str, dict[str, Any]]],

@@ -58,13 +58,11 @@ def main() -> None:
     if args.settings:
         chosen = {name.strip() for name in args.settings.split(",")}
         runs = [r for r in runs if r[0] in chosen]
-    results = common.run_all(
+    results = common.run_from_args(
         [("reference (dense figures)", common.reference_config(base))]
         + [(f"{setting} {label}", config) for setting, label, config in runs],
+        args,
         isolate=isolate,
-        jobs=args.jobs,
-        cache=common.ResultCache(args.cache),
-        cached_only=args.cached_only,
     )
     session.publish(
         "Methods: perplexity, sparsity, time and memory",

@@ -33,9 +33,7 @@ def main() -> None:
         base = common.FULL if overlay.pop("base", "qwen") == "smollm2" else second_model.QWEN
         config = {**base, "eval_dense": False, **overlay}
         runs.append((json.dumps(overlay, sort_keys=True), config))
-    results = common.run_all(
-        runs, jobs=args.jobs, cache=common.ResultCache(args.cache), cached_only=args.cached_only
-    )
+    results = common.run_from_args(runs, args)
     for label, _config, summary in results:
         print(f"{common.fmt(summary.get('ppl_pruned'))}\t{label}")
 

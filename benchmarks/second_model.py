@@ -118,12 +118,10 @@ def main() -> None:
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
         runs = [r for r in runs if r[1] in wanted or r[1].split(" ")[0] in wanted]
-    results = common.run_all(
+    results = common.run_from_args(
         [(f"{table}: {label}, seed {seed}", config) for table, label, seed, config in runs],
+        args,
         isolate=not args.in_process,
-        jobs=args.jobs,
-        cache=common.ResultCache(args.cache),
-        cached_only=args.cached_only,
     )
     protocol = (
         "W50% + X50% (per-token top-k at evaluation for every method; DuoGPT and alpha 0 "

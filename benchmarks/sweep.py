@@ -57,12 +57,10 @@ def main() -> None:
     weights, acts = (QUICK_WEIGHTS, QUICK_ACTS) if args.quick else (WEIGHTS, ACTS)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     runs = configurations(base, methods, weights, acts)
-    results = common.run_all(
+    results = common.run_from_args(
         [("reference (dense figures)", common.reference_config(base)), *runs],
+        args,
         isolate=isolate,
-        jobs=args.jobs,
-        cache=common.ResultCache(args.cache),
-        cached_only=args.cached_only,
     )
     session.publish(
         "Sparsity sweep: perplexity vs weight and activation sparsity",

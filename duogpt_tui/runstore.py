@@ -23,6 +23,7 @@ import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -624,23 +625,27 @@ def model_slug(model: str) -> str:
 
 def _make_dir(path: Path) -> None:
     """mkdir -p, as an :class:`InputError` when it cannot be done."""
-    try:
+    with _refused(lambda reason: f"cannot create the run directory {path}: {reason}"):
         path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(
-            f"cannot create the run directory {path}: {_os_reason(exc)}: choose another --out"
-        ) from exc
 
 
 def _check_writable(path: Path) -> None:
     """Refuse a folder we cannot write into (tries a real file: root ignores permission bits)."""
+    with (
+        _refused(lambda reason: f"the run directory {path} is not writable ({reason})"),
+        tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"),
+    ):
+        pass
+
+
+@contextlib.contextmanager
+def _refused(problem: Callable[[str], str]) -> Iterator[None]:
+    """Turn an :class:`OSError` into the one-line :class:`InputError` ``problem(reason)``,
+    followed by the fix (another ``--out``)."""
     try:
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
+        yield
     except OSError as exc:
-        raise InputError(
-            f"the run directory {path} is not writable ({_os_reason(exc)}): choose another --out"
-        ) from exc
+        raise InputError(f"{problem(_os_reason(exc))}: choose another --out") from exc
 
 
 def _check_free_space(path: Path) -> None:
