@@ -19,6 +19,7 @@ For tests the event source, the pre-flight check and the setup catalog are injec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -33,13 +34,14 @@ from textual.reactive import var
 from textual.screen import Screen
 from textual.signal import Signal
 from textual.timer import Timer
+from textual.widgets import Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from duogpt_tui import runner
 from duogpt_tui.eventlog import EventLog
 from duogpt_tui.exitcodes import ExitCode
 from duogpt_tui.messages import RunEvent, RunLaunched, RunNotice, RunRefused
-from duogpt_tui.runstore import EVENTS_FILE, RUNS_ROOT, RunDir, read_events
+from duogpt_tui.runstore import EVENTS_FILE, RUNS_ROOT, RunDir, list_runs, read_events
 from duogpt_tui.tui_arguments import parse_arguments
 from screens.catalog import Catalog
 from screens.dialogs import ConfirmDialog, ErrorDialog
@@ -57,6 +59,9 @@ FALLBACK_CATALOG = Catalog(
     texts={"sotu": "built-in", "moby-dick": "built-in", "wikitext2": "dataset", "c4": "dataset"},
 )
 """What setup offers until :meth:`Catalog.discover` has run (it imports torch)."""
+
+PALETTE_RUNS = 20
+"""The newest runs the command palette offers to open."""
 
 FOLLOW_SECONDS = 1.0
 """How often a run opened from disk that is still running is read again."""
@@ -105,6 +110,8 @@ class DuoGPTApp(App[int]):
         current_config: the shown run's configuration.
         run_path: the shown run's directory.
         last_export: the last report file written.
+        opened_runs: the run directories opened in this session (the runs screen lists those
+            outside the runs folder too).
     """
 
     CSS_PATH = "app.tcss"
@@ -117,12 +124,13 @@ class DuoGPTApp(App[int]):
     }
     DEFAULT_MODE = "setup"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f1,question_mark", "help", "Help", key_display="?", id="help"),
+        Binding("f1", "help", "Help", key_display="?", id="help"),
+        Binding("question_mark", "help_key", "Help", show=False, id="help-key"),
         Binding("f2", "switch_mode('setup')", "Setup", id="mode-setup"),
         Binding("f3", "switch_mode('run')", "Run", id="mode-run"),
         Binding("f4", "switch_mode('report')", "Report", id="mode-report"),
         Binding("f5", "switch_mode('runs')", "Runs", id="mode-runs"),
-        Binding("ctrl+q", "quit", "Quit", priority=True, id="quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="quit"),
     ]
 
     catalog: var[Catalog] = var(FALLBACK_CATALOG)
@@ -162,6 +170,7 @@ class DuoGPTApp(App[int]):
         self.current_config: RunConfig | None = None
         self.run_path: Path | None = None
         self.last_export: Path | None = None
+        self.opened_runs: list[Path] = []
         self._source = source
         self._preflight = preflight or runner.preflight
         self._catalog_given = catalog is not None
@@ -200,7 +209,8 @@ class DuoGPTApp(App[int]):
             Whether the prepare worker was started.
         """
         if self.run_active:
-            self.notify("A run is already in progress.", severity="warning")
+            self.start_error = self.busy_reason()
+            self.notify(self.start_error, title="Cannot start", severity="warning")
             return False
         self.start_error = ""
         self._token += 1
@@ -209,11 +219,35 @@ class DuoGPTApp(App[int]):
         self._prepare_worker(config, self._token)
         return True
 
-    def cancel_run(self) -> None:
-        """Ask the run to stop: the run ends cancelled after the current layer."""
-        if self.run_active and not self._cancel.is_set():
+    def busy_reason(self) -> str:
+        """Why a run cannot start now: one run at a time, and where the current one is."""
+        where = self.event_log.activity() if self.event_log.status == "running" else "starting"
+        return (
+            f"cannot start: a run is in progress ({where}); one run at a time: watch it on "
+            "the run screen (F3), or cancel it there (c) first"
+        )
+
+    def cancel_run(self) -> bool:
+        """Ask the run to stop: it ends cancelled after the current layer, or at the next batch
+        of an evaluation (the final one included).
+
+        Returns:
+            Whether a run was there to cancel (when it ended meanwhile, a notice says how).
+        """
+        if not self.run_active:
+            ended = self.event_log.status
+            said = f"the run already {ended}" if ended not in ("empty", "running") else "no run"
+            self.notify(f"Nothing to cancel: {said}.", title="Cancel", severity="warning")
+            return False
+        if not self._cancel.is_set():
             self._cancel.set()
-            self.notify("Cancelling after the current layer…", title="Cancel")
+            when = (
+                "at the next batch of the final evaluation"
+                if self.event_log.final_evaluation
+                else "after the current layer"
+            )
+            self.notify(f"Cancelling {when}…", title="Cancel")
+        return True
 
     @work(
         thread=True,
@@ -383,6 +417,8 @@ class DuoGPTApp(App[int]):
             self.current_config = None
         self._stop_following()
         self.run_path = path
+        if path not in self.opened_runs:
+            self.opened_runs.append(path)
         notices = list(run_dir.notes)
         if status == "interrupted":
             notices.append(
@@ -419,12 +455,50 @@ class DuoGPTApp(App[int]):
             self._follow_timer = None
 
     def export_report(self, text: str, path: Path) -> Path:
-        """Write a report (atomically) and return where it went.
+        """Write a report (atomically) and return where it went, readable as any new file
+        (the mode the umask gives, not the temporary file's 0600).
 
         Raises:
             InputError: the file cannot be written.
         """
-        return RunDir(self.run_path or path.parent).write_report(text, path, overwrite=True)
+        where = RunDir(self.run_path or path.parent).write_report(text, path, overwrite=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        with contextlib.suppress(OSError):
+            where.chmod(0o666 & ~umask)
+        return where
+
+    def reopen_in_setup(self, path: Path | str | None = None) -> bool:
+        """Fill the setup form with a run's configuration and show it.
+
+        Args:
+            path: the run directory (default: the run shown).
+
+        Returns:
+            Whether the form was filled.
+        """
+        target = Path(path) if path is not None else self.run_path
+        config = self.current_config if path is None else None
+        if config is None:
+            if target is None:
+                self.notify("No run to take the settings from.", severity="warning")
+                return False
+            try:
+                config = RunDir(target).config()
+            except InputError as error:
+                self.notify(str(error), title="Cannot read the settings", severity="error")
+                return False
+        self.initial_config = config
+        self.switch_mode("setup")
+        self.call_after_refresh(self._fill_setup, config)
+        return True
+
+    def _fill_setup(self, config: RunConfig) -> None:
+        """Put ``config`` into the setup form (once it is the screen shown)."""
+        screen = self.screen
+        if isinstance(screen, SetupScreen):
+            screen.fill(config)
+            self.notify("The form holds the run's settings: change them and start.", title="Setup")
 
     # ----------------------------------------------------------------------------- actions
 
@@ -432,6 +506,10 @@ class DuoGPTApp(App[int]):
         """Show the help screen."""
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def action_help_key(self) -> None:
+        """``?`` shows help (outside text fields: there it types a ``?``, see check_action)."""
+        self.action_help()
 
     async def action_quit(self) -> None:
         """Quit; while a run is in progress, ask first and cancel it cleanly."""
@@ -460,17 +538,40 @@ class DuoGPTApp(App[int]):
         """Dim the key of the mode already shown."""
         if action == "switch_mode" and parameters and parameters[0] == self.current_mode:
             return None
-        return True
+        # in a text field `?` is typed, not help
+        return not (action == "help_key" and isinstance(self.focused, Input))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        """The command palette: the App's own commands, then Textual's."""
+        """The command palette: the App's own commands (actions, then places, then the runs to
+        open), then Textual's."""
+        yield SystemCommand(
+            "Start run", "Start pruning with the setup form's settings", self._start
+        )
+        if self.run_active:
+            yield SystemCommand(
+                "Cancel run", "Stop the run (asks first)", self._on_screen("run", "cancel_run")
+            )
+        yield SystemCommand(
+            "Export report", "Write the run's report to a file", self._on_screen("report", "export")
+        )
+        yield SystemCommand(
+            "Compare runs", "Compare the runs marked on the runs screen", self._compare
+        )
+        if self.run_path is not None or self.current_config is not None:
+            yield SystemCommand(
+                "Reopen in setup", "Fill the setup form with the shown run's settings", self._reopen
+            )
         yield SystemCommand("Setup", "Choose the model, data and sparsities", self._go("setup"))
         yield SystemCommand("Run", "Watch the run: progress, plots, layers", self._go("run"))
         yield SystemCommand("Report", "The run's Markdown report", self._go("report"))
-        yield SystemCommand("Runs", "Past runs: open and compare", self._go("runs"))
-        if self.run_active:
-            yield SystemCommand("Cancel run", "Stop after the current layer", self.cancel_run)
+        yield SystemCommand("Runs", "Past runs: open, filter, delete and compare", self._go("runs"))
         yield SystemCommand("Help", "Keys and screens", self.action_help)
+        for summary in list_runs(self.runs_dir)[:PALETTE_RUNS]:
+            yield SystemCommand(
+                f"Open run {summary.run_id}",
+                f"{summary.status} · {summary.model} · {summary.method}",
+                self._opener(summary.path),
+            )
         yield from super().get_system_commands(screen)
 
     def _go(self, mode: str) -> Callable[[], None]:
@@ -480,6 +581,41 @@ class DuoGPTApp(App[int]):
             self.switch_mode(mode)
 
         return go
+
+    def _on_screen(self, mode: str, action: str) -> Callable[[], None]:
+        """A callback that switches to ``mode`` and runs the screen's ``action`` there."""
+
+        def run() -> None:
+            self.switch_mode(mode)
+            self.call_after_refresh(self._screen_action, action)
+
+        return run
+
+    def _screen_action(self, action: str) -> None:
+        """Run ``action`` on the screen shown (when it has it)."""
+        method = getattr(self.screen, f"action_{action}", None)
+        if callable(method):
+            method()
+
+    def _start(self) -> None:
+        """Start from the setup form (which explains a refusal)."""
+        self._on_screen("setup", "start")()
+
+    def _compare(self) -> None:
+        """Compare the runs marked on the runs screen."""
+        self._on_screen("runs", "compare")()
+
+    def _reopen(self) -> None:
+        """Reopen the shown run's settings in setup."""
+        self.reopen_in_setup()
+
+    def _opener(self, path: Path) -> Callable[[], None]:
+        """A callback that opens the run directory ``path``."""
+
+        def open_it() -> None:
+            self.open_run(path)
+
+        return open_it
 
 
 # --------------------------------------------------------------------------------- console
@@ -501,7 +637,10 @@ def make_app(argv: Sequence[str] | None = None, **overrides: object) -> DuoGPTAp
     """
     options = parse_arguments(argv)
     if options["open_path"] is not None:
-        RunDir.open(options["open_path"])  # a one-line InputError before the screen takes over
+        run_dir = RunDir.open(options["open_path"])  # a one-line error before the screen is up
+        if options["config"] == RunConfig():  # no run option given: setup starts from the run's
+            with contextlib.suppress(InputError):
+                options["config"] = run_dir.config()
     options.update(overrides)
     return DuoGPTApp(**options)
 

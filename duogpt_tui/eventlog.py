@@ -16,6 +16,7 @@ knows whether to append or to redraw from scratch.
 from __future__ import annotations
 
 import itertools
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from duogpt_tui import eventtext
 from duogpt_tui.runview import RunView
 from solver.events import Event
 
-LAYER_TYPES = ("q", "k", "v", "o", "gate", "up", "down")
+LAYER_TYPES = ("q", "k", "v", "o", "gate", "up", "down", "qkv", "gate_up", "fc1", "fc2", "experts")
 """Layer types in plotting order (a LLaMA-style decoder block)."""
 
 ERROR_FLOOR = 1e-12
@@ -96,21 +97,61 @@ class EventLog(RunView):
         order = {name: i for i, name in enumerate(LAYER_TYPES)}
         return dict(sorted(series.items(), key=lambda item: order.get(item[0], len(order))))
 
+    def errors_by_block(self) -> dict[str, tuple[list[int], list[float]]]:
+        """Reconstruction error after pruning per layer type across blocks.
+
+        Returns:
+            ``{layer_type: (blocks, errors)}``, types in :data:`LAYER_TYPES` order first; a
+            block with several layers of one type (experts) gives their median. Errors are
+            clamped to :data:`ERROR_FLOOR` for a log scale.
+        """
+        series: dict[str, dict[int, list[float]]] = {}
+        for layer in self.layers:
+            kind = layer.layer_type or layer.name.rsplit(".", 1)[-1]
+            by_block = series.setdefault(kind, {})
+            by_block.setdefault(layer.block, []).append(max(float(layer.error_after), ERROR_FLOOR))
+        order = {name: i for i, name in enumerate(LAYER_TYPES)}
+        ordered = sorted(series.items(), key=lambda item: order.get(item[0], len(order)))
+        return {
+            kind: (list(by_block), [statistics.median(v) for v in by_block.values()])
+            for kind, by_block in ordered
+        }
+
+    def median_error_by_block(self) -> tuple[list[int], list[float]]:
+        """The median reconstruction error over each block's layers: ``(blocks, medians)``."""
+        by_block: dict[int, list[float]] = {}
+        for layer in self.layers:
+            by_block.setdefault(layer.block, []).append(max(float(layer.error_after), ERROR_FLOOR))
+        return list(by_block), [statistics.median(v) for v in by_block.values()]
+
     def latest_histogram(self) -> tuple[str, list[float], list[int]]:
         """Per-row weight density histogram of the latest solved layer.
 
         Returns:
             ``(title, bin centres, counts)``; empty lists before the first layer.
         """
-        for layer in reversed(self.layers):
-            if layer.histogram:
-                edges = list(layer.histogram_edges)
-                if len(edges) != len(layer.histogram) + 1:
-                    n = len(layer.histogram)
-                    edges = [i / n for i in range(n + 1)]
-                centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
-                return f"block {layer.block} {layer.name}", centres, list(layer.histogram)
+        for index in range(len(self.layers) - 1, -1, -1):
+            if self.layers[index].histogram:
+                return self.histogram(index)
         return "", [], []
+
+    def histogram(self, index: int) -> tuple[str, list[float], list[int]]:
+        """Per-row weight density histogram of solved layer number ``index`` (a table row).
+
+        Returns:
+            ``(title, bin centres, counts)``; empty lists for a layer without one.
+        """
+        if not 0 <= index < len(self.layers):
+            return "", [], []
+        layer = self.layers[index]
+        if not layer.histogram:
+            return f"block {layer.block} {layer.name}", [], []
+        edges = list(layer.histogram_edges)
+        if len(edges) != len(layer.histogram) + 1:
+            n = len(layer.histogram)
+            edges = [i / n for i in range(n + 1)]
+        centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+        return f"block {layer.block} {layer.name}", centres, list(layer.histogram)
 
     def block_sparsity(self) -> tuple[list[int], list[float], list[float]]:
         """Achieved weight and activation sparsity per finished block: ``(blocks, w, x)``."""

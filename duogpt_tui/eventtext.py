@@ -92,30 +92,76 @@ def event_line(event: ev.Event) -> EventLine:
     if isinstance(event, ev.Finished):
         return EventLine("finished", f" in {duration(event.seconds)}", "success")
     if isinstance(event, ev.Cancelled):
-        where = f"in block {event.block}" if event.block >= 0 else "before pruning"
-        return EventLine("cancelled", f" {where}: {event.reason}", "warning")
+        return EventLine("cancelled", f" {cancelled_where(event)}", "warning")
     if isinstance(event, ev.Failed):
         return EventLine("failed", f": {event.error}", "error")
     return EventLine(event.kind)
 
 
+EVALUATIONS = {
+    "dense": "evaluating the dense model",
+    "dense_act": "evaluating the dense model with activation sparsity",
+    "pruned": "evaluating the pruned model",
+}
+"""What the run is doing while it measures each perplexity label (a proxy names its block)."""
+
+
+def cancelled_where(event: ev.Cancelled) -> str:
+    """Where a cancelled run stopped, in words (blocks 0-based, as in every table).
+
+    The reason the runner recorded (``cancelled while pruning``, ``cancelled during the
+    evaluation of the pruned model``...) says the phase; the block is added while pruning.
+    """
+    reason = event.reason.strip()
+    if reason.startswith(("cancelled while ", "cancelled during ", "cancelled before ")):
+        where = reason.removeprefix("cancelled ")
+        if event.block >= 0 and "block" not in where and "pruned model" not in where:
+            where += f" (block {event.block})"
+        return where
+    where = f"in block {event.block}" if event.block >= 0 else "before pruning"
+    return f"{where}: {reason}" if reason else where
+
+
+def block_position(view: RunView, block: int) -> str:
+    """A block as the table names it (0-based), with how many blocks are done: ``block 4
+    (4/30 done)``."""
+    done = f" ({view.blocks_done}/{view.n_blocks} done)" if view.n_blocks else ""
+    return f"block {block}{done}"
+
+
+def evaluation(progress: ev.Progress) -> str:
+    """What an evaluation's progress event says: which model, and windows done."""
+    label = progress.label
+    what = EVALUATIONS.get(label, f"evaluating the {label} perplexity")
+    if label == "proxy":
+        what = "proxy perplexity"
+    if progress.total:
+        what += f" · {progress.done}/{progress.total} windows"
+    return what
+
+
 def activity(view: RunView) -> str:
-    """One line on what the run is doing now (phase, block, layer) or how it ended."""
+    """One line on what the run is doing now (phase, block, layer) or how it ended.
+
+    Blocks are 0-based, as in the layer table, the report and the cancel messages.
+    """
     if view.terminal is not None:
         return event_line(view.terminal).text
     progress = view.progress
     if progress is not None and (not view.events or progress.t >= view.events[-1].t):
         label = f" · {progress.label}" if progress.label else ""
         if progress.phase == "prune" and view.current_block >= 0 and view.n_blocks:
-            return f"block {view.current_block + 1}/{view.n_blocks}{label}"
+            return f"{block_position(view, view.current_block)}{label}"
+        if progress.phase == "eval":
+            return evaluation(progress)
         count = f" {progress.done}/{progress.total}" if progress.total else ""
         return f"{progress.phase}{count}{label}"
     last_event = view.events[-1] if view.events else None
     if isinstance(last_event, ev.BlockStarted):
-        return f"block {last_event.block + 1}/{view.n_blocks} · collecting statistics"
+        return f"{block_position(view, last_event.block)} · collecting statistics"
     if view.layers:
         last = view.layers[-1]
-        return f"block {last.block + 1}/{view.n_blocks} · solved {last.name}"
+        return f"{block_position(view, last.block)} · solved {last.name}"
     if view.started is not None:
         return f"pruning {view.started.model} on {view.started.device}"
     return "waiting for the run to start" if view.events else "no run yet"

@@ -37,9 +37,12 @@ class RunView:
         layers: the layer-solved events, in order.
         blocks: the block-finished events, in order.
         perplexities: the perplexity events, in order.
+        task_scores: the zero-shot task events (``dense``, ``pruned``), in order.
         notes: the notes and warnings of the run, in order.
         terminal: the run's final event (finished, cancelled or failed), once it arrived.
         progress: the latest progress event, if any.
+        progress_since: the time offset at which the latest progress's phase and label began
+            (None without progress): how long the current phase has been going.
         current_block: the block being pruned (-1 before the first one).
         pruning_since: the time offset of the first block-started event (None before it).
         last_t: the time offset of the latest event, progress included (None without events).
@@ -53,9 +56,11 @@ class RunView:
     layers: list[ev.LayerSolved] = field(default_factory=list)
     blocks: list[ev.BlockFinished] = field(default_factory=list)
     perplexities: list[ev.PerplexityMeasured] = field(default_factory=list)
+    task_scores: list[ev.TasksMeasured] = field(default_factory=list)
     notes: list[ev.Note] = field(default_factory=list)
     terminal: ev.Event | None = None
     progress: ev.Progress | None = None
+    progress_since: float | None = None
     current_block: int = -1
     pruning_since: float | None = None
     last_t: float | None = None
@@ -91,6 +96,9 @@ class RunView:
         """Fold one more event into the view."""
         self.last_t = event.t
         if isinstance(event, ev.Progress):
+            previous = self.progress
+            if previous is None or (previous.phase, previous.label) != (event.phase, event.label):
+                self.progress_since = event.t
             self.progress = event
             return
         self.events.append(event)
@@ -110,6 +118,8 @@ class RunView:
             self.blocks.append(event)
         elif isinstance(event, ev.PerplexityMeasured):
             self.perplexities.append(event)
+        elif isinstance(event, ev.TasksMeasured):
+            self.task_scores.append(event)
         elif isinstance(event, ev.Note):
             self.notes.append(event)
         elif ev.is_terminal(event) and self.terminal is None:
@@ -250,6 +260,11 @@ class RunView:
             return None
         return sum(layer.act_sparsity for layer in self.layers) / len(self.layers)
 
+    def tasks(self, label: str) -> ev.TasksMeasured | None:
+        """The latest zero-shot task scores with ``label`` (``dense`` or ``pruned``), if any."""
+        found = [t for t in self.task_scores if t.label == label]
+        return found[-1] if found else None
+
     def perplexity(self, label: str) -> ev.PerplexityMeasured | None:
         """The last perplexity measured with ``label`` (``dense``, ``dense_act``, ``pruned``)."""
         found = [p for p in self.perplexities if p.label == label]
@@ -306,15 +321,51 @@ class RunView:
             return self.finished.peak_memory_mb
         return max(block.peak_memory_mb for block in self.blocks) if self.blocks else None
 
+    @property
+    def final_evaluation(self) -> bool:
+        """Whether the run is measuring the pruned model now (the phase after the last block)."""
+        progress = self.progress
+        return (
+            self.terminal is None
+            and progress is not None
+            and progress.phase == "eval"
+            and progress.label == "pruned"
+            and self.perplexity("pruned") is None
+        )
+
+    def eval_estimate(self) -> float | None:
+        """Seconds the final evaluation should take: the dense model's measurement on the same
+        windows (with activation sparsity when there is one); None when not known."""
+        if not self.config.get("eval_windows", 1):
+            return 0.0
+        for label in ("dense_act", "dense"):
+            found = self.perplexity(label)
+            if found is not None and found.seconds > 0:
+                return found.seconds
+        return None
+
     def eta_seconds(self) -> float | None:
-        """Seconds of pruning left: the mean time per solved layer since the first block
-        started, times the layers left; None once the run ended or before the first layer."""
-        if self.terminal is not None or not self.layers or not self.n_layers:
+        """Seconds left: while pruning, the mean time per solved layer since the first block
+        started times the layers left, plus the final evaluation's estimate
+        (:meth:`eval_estimate`); during the final evaluation, its estimate less the time it
+        has run. None once the run ended, before the first layer, or when the final
+        evaluation outruns its estimate (the time left is then not known)."""
+        if self.terminal is not None:
+            return None
+        evaluation = self.eval_estimate()
+        if self.final_evaluation:
+            if not evaluation or self.progress_since is None or self.last_t is None:
+                return None
+            left = evaluation - (self.last_t - self.progress_since)
+            return left if left > 0 else None
+        if not self.layers or not self.n_layers:
             return None
         start = self.pruning_since if self.pruning_since is not None else 0.0
         spent = max(self.layers[-1].t - start, 0.0)
         left = max(self.n_layers - len(self.layers), 0)
-        return spent / len(self.layers) * left
+        if not left and evaluation is None:  # only the evaluation is left, of unknown length
+            return None
+        return spent / len(self.layers) * left + (evaluation or 0.0)
 
     def headline(self) -> dict[str, Any]:
         """The headline figures as a JSON-ready dict (what ``duogpt prune --json`` builds on).

@@ -1,8 +1,12 @@
 """The comparison screen: headline figures of 2+ runs, error curves overlaid, ppl vs sparsity.
 
-Everything comes from each run's :class:`~duogpt_tui.runview.RunView` (``RunDir.view``); ``e``
-exports the comparison as Markdown (``report.render_comparison``), ``x`` switches the perplexity
-plot's x-axis between weight and dual sparsity.
+Everything comes from each run's :class:`~duogpt_tui.runview.RunView` (``RunDir.view``). Runs are
+numbered (``#1``, ``#2``...) in the table and the legends, which use short labels. When the runs
+differ in model or evaluation protocol (text, windows, tokens per window), a warning above the
+table names the differences, and their perplexities are not drawn on one axis until the user
+confirms (``a``). ``e`` exports the comparison as Markdown (``report.render_comparison``), ``x``
+switches the perplexity plot's x-axis between weight and dual sparsity. The perplexity columns
+come first, so a narrow terminal keeps them.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header
+from textual.widgets import DataTable, Footer, Header, Static
 
 from duogpt_tui import report
 from duogpt_tui.formatting import duration, percent, perplexity
@@ -22,11 +27,43 @@ from duogpt_tui.runstore import COMPARISON_FILE, RunDir
 from duogpt_tui.runview import RunView
 from duogpt_tui.widgets.compare_plots import CompareErrorPlot, RunPoint, SparsityPerplexityPlot
 from screens.base import WorkbenchScreen
-from screens.dialogs import export_markdown
+from screens.dialogs import ConfirmDialog, export_markdown
 from solver.errors import InputError
 
-COLUMNS = ("run", "status", "model", "method", "W", "X", "ppl dense", "ppl dense+X", "ppl", "time")
-"""Column headers of the headline table."""
+COLUMNS = (
+    "#",
+    "ppl",
+    "ppl dense",
+    "ppl dense+X",
+    "W",
+    "X",
+    "status",
+    "model",
+    "method",
+    "eval",
+    "time",
+    "run",
+)
+"""Column headers of the headline table (the perplexities first: a narrow terminal keeps them)."""
+
+NARROW = 120
+"""Below this many columns the two plots are stacked."""
+
+
+def short_label(index: int, view: RunView) -> str:
+    """A run's legend label: its number and what sets it apart, e.g. ``#1 W50 X50``."""
+    w = view.target_weight_sparsity
+    x = view.target_act_sparsity
+    parts = [f"#{index + 1}"]
+    if view.method and view.method != "duogpt":
+        parts.append(view.method)
+    if view.pattern and view.pattern != "unstructured":
+        parts.append(view.pattern)
+    elif w is not None:
+        parts.append(f"W{w * 100:.0f}")
+    if x is not None:
+        parts.append(f"X{x * 100:.0f}")
+    return " ".join(parts)
 
 
 def run_point(name: str, view: RunView) -> RunPoint:
@@ -41,23 +78,58 @@ def run_point(name: str, view: RunView) -> RunPoint:
     )
 
 
-def headline_cells(name: str, view: RunView) -> tuple[str, ...]:
+def eval_protocol(view: RunView) -> str:
+    """How a run measured perplexity: ``text WxS`` (from its events, else its config)."""
+    measured = view.perplexity("pruned") or view.perplexity("dense")
+    if measured is not None:
+        return f"{measured.text} {measured.windows}x{measured.seqlen}"
+    config = view.config
+    if not config:
+        return "-"
+    if config.get("eval_windows") == 0:
+        return "skipped"
+    seqlen = config.get("eval_seqlen") or config.get("seqlen", "?")
+    return f"{config.get('eval', '?')} {config.get('eval_windows', '?')}x{seqlen}"
+
+
+def headline_cells(index: int, name: str, view: RunView) -> tuple[str, ...]:
     """The headline table's cells of one run."""
     method = view.method
     if view.pattern and view.pattern != "unstructured":
         method += f" {view.pattern}"
     return (
-        name,
+        f"#{index + 1}",
+        perplexity(view.ppl),
+        perplexity(view.ppl_dense),
+        perplexity(view.ppl_dense_act),
+        percent(view.weight_sparsity),
+        percent(view.act_sparsity),
         view.status,
         view.model,
         method,
-        percent(view.weight_sparsity),
-        percent(view.act_sparsity),
-        perplexity(view.ppl_dense),
-        perplexity(view.ppl_dense_act),
-        perplexity(view.ppl),
+        eval_protocol(view),
         duration(view.seconds, "-"),
+        name,
     )
+
+
+def protocol_differences(runs: Sequence[tuple[str, RunView]]) -> list[str]:
+    """What makes the runs' perplexities incomparable: the model or the evaluation protocol.
+
+    Returns:
+        One line per aspect that differs, naming each run's value (empty when they agree).
+    """
+    aspects = {
+        "model": lambda view: view.model or "-",
+        "evaluation": eval_protocol,
+    }
+    lines = []
+    for aspect, value in aspects.items():
+        values = [value(view) for _, view in runs]
+        if len(set(values)) > 1:
+            each = ", ".join(f"#{i + 1} {v}" for i, v in enumerate(values))
+            lines.append(f"{aspect} differs ({each})")
+    return lines
 
 
 def read_view(path: Path) -> RunView:
@@ -74,8 +146,9 @@ class CompareScreen(WorkbenchScreen):
     CSS_PATH = "compare.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
-        Binding("x", "toggle_axis", "Weight/dual axis"),
-        Binding("e", "export", "Export comparison"),
+        Binding("x", "toggle_axis", "W/dual axis"),
+        Binding("a", "draw_anyway", "Draw all", tooltip="Draw runs of different protocols"),
+        Binding("e", "export", "Export"),
     ]
 
     def __init__(self, paths: Sequence[Path]) -> None:
@@ -88,10 +161,13 @@ class CompareScreen(WorkbenchScreen):
         self.runs: list[tuple[str, RunView]] = [
             (Path(path).name, read_view(Path(path))) for path in paths
         ]
+        self.differences = protocol_differences(self.runs)
+        self.confirmed = False
 
     def compose(self) -> ComposeResult:
-        """Header, the headline table, the two plots and the footer."""
+        """Header, the protocol warning, the headline table, the two plots and the footer."""
         yield Header()
+        yield Static("", id="compare-warning", markup=False)
         yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="compare-plots"):
             yield CompareErrorPlot(id="compare-errors")
@@ -99,18 +175,40 @@ class CompareScreen(WorkbenchScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        """Fill the table and the plots."""
+        """Fill the warning, the table and the plots."""
         self.sub_title = f"comparing {len(self.runs)} runs"
+        warning = self.query_one("#compare-warning", Static)
+        if self.differences:
+            warning.update(
+                "⚠ not comparable: "
+                + "; ".join(self.differences)
+                + ". Their perplexities are not drawn on one axis (a: draw them anyway)."
+            )
+        warning.set_class(not self.differences, "-empty")
         table = self.query_one(DataTable)
         table.add_columns(*COLUMNS)
-        for name, view in self.runs:
-            table.add_row(*headline_cells(name, view))
-        points = [run_point(name, view) for name, view in self.runs]
+        for index, (name, view) in enumerate(self.runs):
+            table.add_row(*headline_cells(index, name, view))
+        points = self.points()
         self.query_one(CompareErrorPlot).show(points)
-        self.query_one(SparsityPerplexityPlot).show(points)
+        self.query_one(SparsityPerplexityPlot).show(points, withheld=self.withheld())
         for name, view in self.runs:
-            for warning in view.warnings:
-                self.notify(f"{name}: {warning}", title="Damaged run", severity="warning")
+            for problem in view.warnings:
+                self.notify(f"{name}: {problem}", title="Damaged run", severity="warning")
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Stack the plots on a narrow terminal."""
+        self.set_class(event.size.width < NARROW, "-narrow")
+
+    def points(self) -> list[RunPoint]:
+        """The runs' plotted figures, with their short labels."""
+        return [run_point(short_label(i, view), view) for i, (_, view) in enumerate(self.runs)]
+
+    def withheld(self) -> str:
+        """Why the perplexities are not drawn (empty when they are)."""
+        if self.differences and not self.confirmed:
+            return "different models or protocols (a: draw anyway)"
+        return ""
 
     def action_back(self) -> None:
         """Back to the runs list."""
@@ -120,6 +218,35 @@ class CompareScreen(WorkbenchScreen):
         """Switch the perplexity plot between weight sparsity and dual sparsity."""
         plot = self.query_one(SparsityPerplexityPlot)
         plot.show(plot.runs, "dual" if plot.axis == "weight" else "weight")
+
+    def action_draw_anyway(self) -> None:
+        """Draw perplexities of runs with different protocols on one axis, once confirmed."""
+        if not self.differences or self.confirmed:
+            return
+
+        def answered(yes: bool | None) -> None:
+            """Draw them if the user said yes."""
+            if yes:
+                self.confirmed = True
+                plot = self.query_one(SparsityPerplexityPlot)
+                plot.show(plot.runs, withheld="")
+
+        self.app.push_screen(
+            ConfirmDialog(
+                "Draw perplexities of different protocols on one axis?",
+                "; ".join(self.differences).capitalize()
+                + ". Their perplexities measure different things: compare them with care.",
+                yes="Draw them",
+                no="Keep apart",
+            ),
+            answered,
+        )
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Drawing all is offered only when the protocols differ."""
+        if action == "draw_anyway":
+            return bool(self.differences) and not self.confirmed
+        return True
 
     def action_export(self) -> None:
         """Write the comparison as Markdown to a chosen path (asks before replacing)."""

@@ -68,6 +68,7 @@ class ReportScreen(WorkbenchScreen):
         super().__init__()
         self.stale = True
         self.text = ""
+        self._generation = -1
 
     def compose(self) -> ComposeResult:
         """Header, the Markdown viewer and the footer."""
@@ -94,8 +95,13 @@ class ReportScreen(WorkbenchScreen):
             self.render_report()
 
     def _log_changed(self, _event: Event | None) -> None:
-        """Mark the report stale (a reset or the run's end renders at once)."""
+        """Mark the report stale (a reset or the run's end renders at once); another run's
+        report starts at its top."""
         self.stale = True
+        generation = self.app.event_log.generation
+        if generation != self._generation:
+            self._generation = generation
+            self.query_one(ReportView).scroll_home(animate=False)
         if (_event is None or self.app.event_log.terminal is _event) and self.is_current:
             self.render_report()
 
@@ -161,9 +167,10 @@ class ReportScreen(WorkbenchScreen):
     # ----------------------------------------------------------------------------- export
 
     def default_export_path(self) -> Path:
-        """The run directory's ``report.md``, or ``report.md`` here without a run directory."""
+        """``<run name>-report.md`` in the working directory (not the run's own ``report.md``,
+        which the run keeps up to date: exporting over it would always ask to overwrite)."""
         run_path = self.app.run_path
-        return (run_path / REPORT_FILE) if run_path else Path.cwd() / REPORT_FILE
+        return Path.cwd() / (f"{run_path.name}-{REPORT_FILE}" if run_path else REPORT_FILE)
 
     def action_export(self) -> None:
         """Ask for a path (prefilled), confirm an overwrite, write the report."""

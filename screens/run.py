@@ -1,5 +1,10 @@
 """The run screen: progress, live plots, the layer table and the notes log.
 
+The header names the run shown (its directory, model and device). Selecting a row of the layer
+table shows that layer's histogram; the last row follows the run. On a small terminal (less
+than :data:`COMPACT_WIDTH` x :data:`COMPACT_HEIGHT`) the plots are shown one at a time (``p``
+pages through them) and the table and the notes share the bottom (``n`` switches).
+
 The screen never talks to the worker. It subscribes to the App's ``log_changed`` signal: a note
 (and a notice of the run store, such as a stale lock taken over) goes straight to the log
 widget; anything else marks the screen *stale*, and a timer redraws the plots, table and header
@@ -13,10 +18,11 @@ from typing import ClassVar
 
 from rich.style import Style
 from rich.text import Text
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Header, RichLog
+from textual.widgets import DataTable, Footer, Header, RichLog
 
 from duogpt_tui.eventlog import EventLog
 from duogpt_tui.eventtext import event_line
@@ -34,6 +40,18 @@ from solver.events import Cancelled, Event, Failed, Finished, Note, PerplexityMe
 
 REDRAW_HZ = 4.0
 """Most redraws of the plots per second."""
+
+COMPACT_WIDTH = 120
+"""Below this many columns the plots are paged, one at a time."""
+
+COMPACT_HEIGHT = 36
+"""Below this many rows the plots are paged, one at a time."""
+
+TABLE_KEY = "W/X: sparsity · error before → after pruning (pruning adds it) · secs: solve"
+"""What the layer table's columns mean (on the line above it)."""
+
+PAGES = ("error-plot", "ppl-plot", "density-plot", "block-plot")
+"""The plots in the order ``p`` pages through them on a small terminal."""
 
 
 def theme_styles(variables: dict[str, str]) -> dict[str, Style]:
@@ -88,8 +106,12 @@ class RunScreen(WorkbenchScreen):
     """Live view of the App's event log (the current run, or a reopened one)."""
 
     CSS_PATH = "run.tcss"
+    AUTO_FOCUS = "#layer-table"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "cancel_run", "Cancel run", tooltip="Stop the run after the current layer"),
+        Binding("c", "cancel_run", "Cancel", tooltip="Stop the run (asks first)"),
+        Binding("p", "next_plot", "Plot", tooltip="Show the next plot (small terminals)"),
+        Binding("n", "toggle_notes", "Notes", tooltip="Table or notes (small terminals)"),
+        Binding("u", "reopen", "To setup", show=False, tooltip="This run's settings in setup"),
     ]
 
     def __init__(self) -> None:
@@ -100,6 +122,7 @@ class RunScreen(WorkbenchScreen):
         self._log_count = 0
         self._notice_count = 0
         self._ready = False
+        self.page = 0
 
     def compose(self) -> ComposeResult:
         """Header, progress, the four plots, the table and the notes log."""
@@ -120,6 +143,8 @@ class RunScreen(WorkbenchScreen):
     def on_mount(self) -> None:
         """Follow the App's log: the signal for news, a timer for throttled redraws."""
         self.sub_title = "run"
+        self._show_page()
+        self.query_one("#bottom").border_title = TABLE_KEY
         self.app.log_changed.subscribe(self, self._log_changed)
         self.set_interval(1 / REDRAW_HZ, self._tick)
         self._ready = True
@@ -139,9 +164,53 @@ class RunScreen(WorkbenchScreen):
         self.stale = True
 
     def _tick(self) -> None:
-        """Redraw if the log changed since the last redraw."""
+        """Redraw if the log changed since the last redraw (the header also while the final
+        evaluation runs: its bar moves with the clock)."""
         if self.stale:
             self.redraw()
+        elif self.app.event_log.final_evaluation:
+            self.query_one(ProgressHeader).show(self.app.event_log)
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Page the plots on a small terminal."""
+        size = event.size
+        self.set_class(size.width < COMPACT_WIDTH or size.height < COMPACT_HEIGHT, "-compact")
+        self.refresh_bindings()
+
+    @property
+    def compact(self) -> bool:
+        """Whether the plots are paged (a small terminal)."""
+        return self.has_class("-compact")
+
+    def action_next_plot(self) -> None:
+        """Show the next plot (small terminals)."""
+        self.page = (self.page + 1) % len(PAGES)
+        self._show_page()
+
+    def _show_page(self) -> None:
+        """Mark the plot of the current page (the CSS shows only it on a small terminal)."""
+        shown = PAGES[self.page]
+        for name in PAGES:
+            self.query_one(f"#{name}").set_class(name == shown, "-page")
+        self.query_one("#side-plots").set_class(shown != "error-plot", "-page")
+        self.query_one("#sparsity-plots").set_class(
+            shown in ("density-plot", "block-plot"), "-page"
+        )
+
+    def action_toggle_notes(self) -> None:
+        """Show the notes instead of the table, or back (small terminals)."""
+        self.toggle_class("-notes")
+
+    def action_reopen(self) -> None:
+        """Fill the setup form with this run's settings."""
+        self.app.reopen_in_setup()
+
+    @on(DataTable.RowHighlighted, "#layer-table")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The histogram shows the highlighted layer (the last row follows the run)."""
+        table = self.query_one(LayerTable)
+        row = event.cursor_row if event.cursor_row < table.row_count - 1 else None
+        self.query_one(DensityHistogram).show(self.app.event_log, row)
 
     def redraw(self) -> None:
         """Bring every widget up to date with the App's log."""
@@ -154,8 +223,7 @@ class RunScreen(WorkbenchScreen):
         self.query_one(DensityHistogram).show(log)
         self.query_one(BlockSparsityPlot).show(log)
         self._append_notes(log)
-        started = log.started
-        self.sub_title = f"run · {started.model} · {started.device}" if started else "run"
+        self.sub_title = run_title(self.app.run_path, log)
 
     def _append_notes(self, log: EventLog) -> None:
         """Write the log lines of events not written yet (all again after a reset)."""
@@ -176,18 +244,26 @@ class RunScreen(WorkbenchScreen):
         self._log_count = len(log.events)
 
     def action_cancel_run(self) -> None:
-        """Ask, then cancel the run (the run ends with a cancelled event and a valid run dir)."""
+        """Ask, then cancel the run (the run ends with a cancelled event and a valid run dir).
+
+        A yes counts whenever it comes: during the last layer or the final evaluation too, the
+        run ends cancelled; if it ended meanwhile, a notice says how.
+        """
 
         def answered(yes: bool | None) -> None:
             """Cancel the run if the user said yes."""
             if yes:
                 self.app.cancel_run()
 
+        if self.app.event_log.final_evaluation:
+            where = "The final evaluation stops at its next batch"
+        else:
+            where = "The solver stops after the current layer"
         self.app.push_screen(
             ConfirmDialog(
                 "Cancel the run?",
-                "The solver stops after the current layer. The run directory stays valid and "
-                "is marked cancelled; its report covers the blocks done so far.",
+                f"{where}. The run directory stays valid and is marked cancelled; its report "
+                "covers the blocks done so far.",
                 yes="Cancel run",
                 no="Keep running",
             ),
@@ -195,7 +271,21 @@ class RunScreen(WorkbenchScreen):
         )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Cancel is offered only while this App's run is in progress."""
+        """Cancel is offered only while this App's run is in progress; paging only on a small
+        terminal."""
         if action == "cancel_run":
             return self.app.run_active
+        if action in ("next_plot", "toggle_notes"):
+            return self.compact
         return True
+
+
+def run_title(path: object, log: EventLog) -> str:
+    """The header's subtitle: the run's directory name, model and device."""
+    parts = ["run"]
+    name = getattr(path, "name", "")
+    if name:
+        parts.append(str(name))
+    if log.started is not None:
+        parts += [log.started.model, log.started.device]
+    return " · ".join(parts)

@@ -10,7 +10,12 @@ readable UTF-8 and long enough, does ``seqlen`` fit the model's context, is CUDA
 estimate of memory and time (:func:`duogpt_tui.preflight_text.estimate_lines`, the same lines
 ``duogpt prune`` prints); its problems appear next to their fields too. ``ctrl+r`` starts nothing
 while any field has a problem; otherwise the App runs the full pre-flight check and shows its
-one-line refusal here (:attr:`DuoGPTApp.start_error`).
+one-line refusal here (:attr:`DuoGPTApp.start_error`), as it does when a run is already going.
+
+Under the form, a line describes the focused field (its label, the registry's help, its hint
+or problem) and the Start button stands next to the pre-flight estimate. On a narrow terminal
+(less than :data:`NARROW` columns) the fields shrink, the browse buttons stay, and the hints
+beside the fields give way to that line.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
@@ -51,7 +56,7 @@ from screens.setup_fields import (
 )
 from solver.config import OPTION, RunConfig
 from solver.errors import InputError
-from solver.options import Option
+from solver.options import Option, Surface
 
 CHECK_DELAY = 0.3
 """Seconds after the last change before the file and machine checks run (on a worker)."""
@@ -62,13 +67,16 @@ SELECTED = ", ".join(f"#{name}" for name in SELECTS)
 TOGGLES = tuple(spec.name for spec in FORM if field_kind(spec) == "toggle")
 """The numbers switched on and off by a checkbox."""
 
+NARROW = 120
+"""Below this many columns the form is compact (see the module text)."""
+
 
 class SetupScreen(WorkbenchScreen):
     """The form that makes a :class:`~solver.config.RunConfig` and starts the run."""
 
     CSS_PATH = "setup.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+r", "start", "Start run", tooltip="Pre-flight check, then start pruning"),
+        Binding("ctrl+r", "start", "Start", tooltip="Pre-flight check, then start pruning"),
         Binding("ctrl+o", "browse", "Browse", tooltip="Pick a model folder or text file"),
     ]
 
@@ -108,7 +116,10 @@ class SetupScreen(WorkbenchScreen):
                     yield self._toggle_row(spec, getattr(config, spec.name))
                 else:
                     yield self._input_row(spec, str(getattr(config, spec.name)))
-        yield PreflightLine(id="preflight")
+        yield Static("", id="field-help", markup=False)
+        with Horizontal(id="setup-actions"):
+            yield Button("Start run", id="start-button", variant="success", compact=True)
+            yield PreflightLine(id="preflight")
         yield Static("", id="start-error", markup=False)
         yield Footer()
 
@@ -251,6 +262,46 @@ class SetupScreen(WorkbenchScreen):
         if field.value != event.value:
             field.value = str(event.value)
 
+    def on_resize(self, event: events.Resize) -> None:
+        """A compact form on a narrow terminal."""
+        self.set_class(event.size.width < NARROW, "-compact")
+
+    @on(Button.Pressed, "#start-button")
+    def _start_pressed(self) -> None:
+        """The Start button starts the run (as ctrl+r)."""
+        self.action_start()
+
+    @on(events.DescendantFocus)
+    def _focus_moved(self) -> None:
+        """Describe the newly focused field on the help line."""
+        self._describe_focused()
+
+    def focused_field(self) -> str | None:
+        """The form field that has focus (None when focus is elsewhere)."""
+        widget = self.focused
+        while widget is not None:
+            if widget.id and widget.id.startswith("row-"):
+                return widget.id.removeprefix("row-")
+            parent = widget.parent
+            widget = parent if isinstance(parent, Widget) else None
+        return None
+
+    def _describe_focused(self) -> None:
+        """The help line: the focused field's label, help, and its problem or hint."""
+        name = self.focused_field()
+        line = self.query_one("#field-help", Static)
+        if name is None:
+            line.update("ctrl+r or the Start button starts the run · ctrl+o browses for a file")
+            line.remove_class("-error")
+            return
+        spec = OPTION[name]
+        reason = self.query_one(f"#reason-{name}", Static)
+        problem = self.problems.get(name, "")
+        note = problem or str(reason.content)
+        text = f"{form_field(name).label}: {spec.help_on(Surface.SETUP)}"
+        line.update(f"{text} — {note}" if note else text)
+        line.set_class(bool(problem), "-error")
+
     @on(Button.Pressed, ".browse")
     def _browse_pressed(self, event: Button.Pressed) -> None:
         """A browse button opens the file picker for its row."""
@@ -327,6 +378,8 @@ class SetupScreen(WorkbenchScreen):
             merged["form"] = self.problems["form"]
         self.problems = merged
         self._update_preflight(config)
+        if self.is_mounted:
+            self._describe_focused()
         return config if not merged else None
 
     def _hints(self) -> dict[str, str]:
@@ -341,6 +394,8 @@ class SetupScreen(WorkbenchScreen):
             hints["weight_sparsity"] = "ignored: the dense method prunes no weights"
         if values.get("act_sparsity") == 0:
             hints["act_rule"] = "ignored: activation sparsity is off"
+        if values.get("eval_windows") == 0:
+            hints["eval_windows"] = "0 skips the evaluation: no perplexity will be measured"
         if method != "duogpt":
             hints["alpha"] = "ignored: only duogpt uses alpha"
         if method not in ("duogpt", "sparsegpt"):
@@ -435,10 +490,31 @@ class SetupScreen(WorkbenchScreen):
         for widget in self.query_one(f"#row-{name}").query(Input):
             widget.set_class(bool(problem), "-bad")
 
+    def fill(self, config: RunConfig) -> None:
+        """Put ``config`` into every field (the run's settings, to change and start again)."""
+        for spec in FORM:
+            name, value = spec.name, getattr(config, spec.name)
+            kind = field_kind(spec)
+            if kind == "select":
+                select = self.query_one(f"#{name}", Select)
+                if value not in {v for _, v in self._choices_of(spec)}:
+                    select.set_options([*self._choices_of(spec), (str(value), value)])
+                select.value = value
+            elif kind == "toggle":
+                self.query_one(f"#{name}-on", Checkbox).value = value > 0
+                self.query_one(f"#{name}", Input).value = str(value or form_field(name).toggle)
+            else:
+                self.query_one(f"#{name}", Input).value = str(value)
+        self.revalidate()
+
     # ----------------------------------------------------------------------------- start
 
     def action_start(self) -> None:
-        """Start the run with the form's config (refused with a reason if a field is invalid)."""
+        """Start the run with the form's config (refused with a reason if a field is invalid,
+        or while a run is in progress)."""
+        if self.app.run_active:
+            self.app.start_error = self.app.busy_reason()
+            return
         config = self.revalidate()
         if config is None:
             name, problem = next(iter(self.problems.items()))
@@ -447,12 +523,6 @@ class SetupScreen(WorkbenchScreen):
                 self.query_one(f"#{name}").focus()
             return
         self.app.start_run(config)
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Start is shown dimmed while a run is in progress."""
-        if action == "start" and self.app.run_active:
-            return None
-        return True
 
     def _show_start_error(self, error: str) -> None:
         """Show the App's one-line refusal (or hide the line)."""

@@ -82,10 +82,22 @@ def config_problem(name: str, value: Any) -> str:
     return ""
 
 
+PERCENT_FIELDS = frozenset({"weight_sparsity", "act_sparsity"})
+"""Fractions that may be typed as a percentage (``50%`` is 0.5)."""
+
+
 def check_typed(name: str, text: str) -> Check:
-    """Parse and validate a typed field: a number, or the weight pattern."""
+    """Parse and validate a typed field: a number (a sparsity also as ``50%``), or the weight
+    pattern."""
+    text = text.strip()
+    if name in PERCENT_FIELDS and text.endswith("%"):
+        try:
+            value = float(text.removesuffix("%").strip()) / 100
+        except ValueError:
+            return None, f"{OPTION[name].flag} must be a fraction or a percentage, got {text!r}", ""
+        return value, config_problem(name, value), f"{value:g} of the weights or inputs"
     try:
-        value = OPTION[name].parse(text.strip())
+        value = OPTION[name].parse(text)
     except InputError as error:
         return None, str(error), ""
     if name == "pattern":

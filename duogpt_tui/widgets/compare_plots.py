@@ -1,7 +1,8 @@
 """Plots of the comparison screen: error-per-layer curves overlaid, perplexity vs sparsity.
 
 Both take plain per-run data (built from each run's events by the screen) and keep it as their
-series; one ``replot()`` draws them in the theme's colours, one colour per run.
+series; each run has its own colour and a short label (``#1 W50 X50``) in the legend below the
+data. Every run's dense perplexity is its own reference line, in the run's colour.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class RunPoint:
     """One run's figures for the comparison plots.
 
     Attributes:
-        name: the run's name (its directory's name).
+        name: the run's short label (for the legend).
         errors: reconstruction error after pruning per solved layer, in order.
         weight_sparsity: achieved weight sparsity (None when no layer was pruned).
         act_sparsity: measured activation sparsity (None when no layer was pruned).
@@ -43,6 +44,9 @@ class CompareErrorPlot(ThemedPlot):
         runs: the runs drawn, in order.
     """
 
+    heading = "reconstruction error per layer"
+    ylabel = "error (log)"
+
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         """Create an empty plot."""
         super().__init__(id=id, classes=classes)
@@ -56,25 +60,32 @@ class CompareErrorPlot(ThemedPlot):
     def draw(self) -> None:
         """One line of log10(error) against the layer index per run."""
         plt = self.plt
-        plt.title("reconstruction error per layer")
         plt.xlabel("layer")
         logs: list[float] = []
+        longest = 1
         for index, run in enumerate(self.runs):
-            if not run.errors:
+            color = self.add_series(run.name, index)
+            if not run.errors or color is None:
                 continue
             values = [math.log10(max(e, ERROR_FLOOR)) for e in run.errors]
             logs.extend(values)
-            plt.plot(list(range(len(values))), values, label=run.name, color=self.color(index))
+            longest = max(longest, len(values) - 1)
+            plt.plot(list(range(len(values))), values, color=color)
+        plt.xlim(0, longest)
+        self.integer_xticks(0, longest)
         self.decade_axis(logs)
 
 
 class SparsityPerplexityPlot(ThemedPlot):
-    """Pruned perplexity against weight sparsity (or the dual mean), one point per run.
+    """Pruned perplexity against weight sparsity (or the dual mean), one point per run, and
+    each run's dense perplexity as a reference line in the run's colour.
 
     Attributes:
         runs: the runs drawn.
         axis: ``weight`` (x = weight sparsity) or ``dual`` (x = mean of weight and activation
             sparsity).
+        withheld: why the perplexities are not drawn (empty when they are): runs measured with
+            different protocols share no axis until the user confirms.
     """
 
     AXES: ClassVar[dict[str, str]] = {
@@ -83,17 +94,25 @@ class SparsityPerplexityPlot(ThemedPlot):
     }
     """The x-axis choices and their labels."""
 
+    heading = "perplexity vs sparsity"
+    ylabel = "ppl"
+
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         """Create an empty plot."""
         super().__init__(id=id, classes=classes)
         self.runs: list[RunPoint] = []
         self.axis = "weight"
+        self.withheld = ""
 
-    def show(self, runs: list[RunPoint], axis: str | None = None) -> None:
-        """Take the runs (and optionally the x-axis) and redraw."""
+    def show(
+        self, runs: list[RunPoint], axis: str | None = None, withheld: str | None = None
+    ) -> None:
+        """Take the runs (and optionally the x-axis and the reason to withhold) and redraw."""
         self.runs = list(runs)
         if axis is not None:
             self.axis = axis
+        if withheld is not None:
+            self.withheld = withheld
         self.replot()
 
     def x_of(self, run: RunPoint) -> float | None:
@@ -105,24 +124,25 @@ class SparsityPerplexityPlot(ThemedPlot):
         return run.weight_sparsity
 
     def draw(self) -> None:
-        """A point per run (its own colour, named in the legend) and the dense reference."""
+        """A point per run and its dense reference (its colour), named in the legend."""
         plt = self.plt
-        plt.title("perplexity vs sparsity")
         plt.xlabel(self.AXES.get(self.axis, self.axis))
-        xs: list[float] = []
+        plt.xlim(0, 1)
+        self.heading = type(self).heading
+        if self.withheld:
+            self.heading = f"perplexity not drawn: {self.withheld}"
+            return
         for index, run in enumerate(self.runs):
             x = self.x_of(run)
-            if x is None or run.ppl is None or not math.isfinite(run.ppl):
+            measured = x is not None and run.ppl is not None and math.isfinite(run.ppl)
+            color = self.add_series(run.name, index, "point")
+            if color is None:
                 continue
-            xs.append(x)
-            plt.scatter([x], [run.ppl], label=run.name, color=self.color(index), marker="●")
-        dense = [r.ppl_dense for r in self.runs if r.ppl_dense is not None]
-        if dense and xs:
-            low, high = min([*xs, 0.0]), max([*xs, 1.0])
-            plt.plot(
-                [low, high],
-                [dense[0], dense[0]],
-                label=f"dense {number(dense[0], 1)}",
-                color=self.color(len(self.runs)),
-            )
-        plt.xlim(0, 1)
+            if measured:
+                plt.scatter([x], [run.ppl], color=color, marker="●")
+            if run.ppl_dense is not None and math.isfinite(run.ppl_dense):
+                plt.plot([0, 1], [run.ppl_dense, run.ppl_dense], color=color, marker="braille")
+        dense = sorted({number(r.ppl_dense, 1) for r in self.runs if r.ppl_dense is not None})
+        if dense:
+            self.plt.title("")  # the dense values go in the x label: the head line has the title
+            plt.xlabel(f"{self.AXES.get(self.axis, self.axis)} · lines: dense {', '.join(dense)}")

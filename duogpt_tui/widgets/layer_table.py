@@ -7,7 +7,7 @@ from textual.widgets import DataTable
 from duogpt_tui.eventlog import EventLog
 from duogpt_tui.formatting import number, percent, scientific
 
-COLUMNS = ("blk", "layer", "shape", "W", "X", "before", "after", "s")
+COLUMNS = ("blk", "layer", "shape", "W", "X", "before", "after", "secs")
 """Column headers: block, layer name, weight shape, achieved weight and activation sparsity,
 reconstruction error before and after pruning, seconds of the solve."""
 

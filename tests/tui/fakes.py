@@ -150,6 +150,7 @@ def scripted_events(
             )
     if n_blocks > 1:
         yield Note(t=t, level="warning", text="block 1: damping raised once for mlp.down_proj")
+    yield Progress(t=t, phase="eval", done=0, total=4, label="pruned")
     t += 1.0
     yield PerplexityMeasured(
         t=t,
@@ -178,7 +179,8 @@ class FakeSource:
     Attributes:
         delay: seconds to sleep before each layer (keeps the run going while a test acts).
         n_blocks: decoder blocks of the scripted model.
-        pause_at: the block before which the source waits for ``gate`` (None: never).
+        pause_at: the block before which the source waits for ``gate`` (None: never);
+            ``-1``: the final evaluation (after every block).
         gate: set by the test to let a paused source go on.
         calls: the ``(config, workdir)`` of each call.
     """
@@ -202,10 +204,16 @@ class FakeSource:
                 block = event.block
                 if block == self.pause_at:
                     self.gate.wait(30)
+            final_eval = isinstance(event, PerplexityMeasured) and event.label == "pruned"
+            if final_eval and self.pause_at == -1:
+                self.gate.wait(30)
             if isinstance(event, LayerSolved) and self.delay:
                 time.sleep(self.delay)
-            stop_point = isinstance(event, LayerSolved | BlockStarted)
+            stop_point = isinstance(event, LayerSolved | BlockStarted | Finished) or final_eval
             if cancel is not None and cancel.is_set() and stop_point:
-                yield Cancelled(t=event.t, block=block, reason="cancelled by the user")
+                reason = "cancelled by the user"
+                if final_eval or isinstance(event, Finished):
+                    reason = "cancelled during the evaluation of the pruned model"
+                yield Cancelled(t=event.t, block=block, reason=reason)
                 return
             yield event

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,12 +57,13 @@ async def test_export_writes_and_asks_before_overwriting(
         await pilot.pause()
         expected = report.render_markdown(app.event_log.events)
 
-        # 1. The default is the run directory's report.md, which the run already wrote.
+        # 1. The default is a file named after the run, not the run's own report.md (which the
+        #    run already wrote: exporting over it would always ask to overwrite).
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, PathDialog))
         assert app.run_path is not None
         field = app.screen.query_one(Input)
-        assert field.value == str(app.run_path / "report.md")
+        assert field.value == str(Path.cwd() / f"{app.run_path.name}-report.md")
 
         # 2. A new file: written at once.
         target = tmp_path / "exported.md"
@@ -70,6 +72,9 @@ async def test_export_writes_and_asks_before_overwriting(
         await wait_for(pilot, lambda: target.exists())
         assert target.read_text(encoding="utf-8") == expected
         assert app.last_export == target
+        umask = os.umask(0)
+        os.umask(umask)
+        assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not 0600
 
         # 3. An existing file: a confirm modal; "Keep it" leaves the file alone.
         target.write_text("mine\n", encoding="utf-8")

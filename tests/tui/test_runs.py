@@ -45,16 +45,17 @@ async def test_runs_list_shows_each_run(make_app: Callable[..., DuoGPTApp], runs
         table = screen.query_one(DataTable)
         assert table.row_count == 2
         rows = {tuple(table.get_row_at(i))[-1]: table.get_row_at(i) for i in range(2)}
-        assert rows["w50-x50"][1:8] == [
+        assert rows["w50-x50"][1:9] == [
             "finished",
             "scripted-llama",
             "duogpt",
             "50.0%",
             "47.0%",
+            "16x256",
             "40.00",
             "60.00",
         ]
-        assert rows["w70-x25"][4:8] == ["70.0%", "22.0%", "40.00", "120.00"]
+        assert rows["w70-x25"][4:9] == ["70.0%", "22.0%", "16x256", "40.00", "120.00"]
 
 
 async def test_enter_opens_a_run_into_the_run_and_report_screens(
@@ -104,8 +105,9 @@ async def test_mark_and_compare_two_runs(
         screen = app.screen
         headline = screen.query_one(DataTable)
         assert headline.row_count == 2
-        names = sorted(run.name for run in screen.query_one(CompareErrorPlot).runs)
-        assert names == ["w50-x50", "w70-x25"]
+        names = [run.name for run in screen.query_one(CompareErrorPlot).runs]
+        assert [name.split(" ", 1)[0] for name in names] == ["#1", "#2"]  # short legend labels
+        assert sorted(name.split(" ", 1)[1] for name in names) == ["W50 X50", "W70 X25"]
         assert all(len(run.errors) == 21 for run in screen.query_one(CompareErrorPlot).runs)
         ppl_plot = screen.query_one(SparsityPerplexityPlot)
         assert sorted((run.weight_sparsity, run.ppl) for run in ppl_plot.runs) == [

@@ -128,7 +128,9 @@ async def test_proxy_toggle_sets_proxy_every(make_app: Callable[..., DuoGPTApp])
     async with app.run_test(size=SIZE) as pilot:
         screen = setup_screen(app)
         assert screen.query_one("#proxy_every", Input).disabled
-        await pilot.click("#proxy_every-on")
+        screen.query_one("#proxy_every-on").focus()
+        await pilot.pause()
+        await pilot.press("space")
         await pilot.pause()
         assert not screen.query_one("#proxy_every", Input).disabled
         config = screen.revalidate()
