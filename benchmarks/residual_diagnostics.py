@@ -41,6 +41,7 @@ from solver.math.obc import layer_errors, prune_obc  # noqa: E402
 from solver.math.stats import LayerStats  # noqa: E402
 from solver.run.adapters import find_adapter  # noqa: E402
 from solver.run.capture import capture_block_inputs, capture_inputs, run_block, run_until  # noqa: E402
+from solver.run.discovery import in_features, layer_weight  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "wanda": {"kind": "wanda"},
@@ -200,7 +201,7 @@ def main() -> None:
                 ):
                     for b in range(len(compressed)):
                         run_until(block, compressed[b], extras[b])
-                k = linears[group[0]].in_features
+                k = in_features(linears[group[0]])
                 fit, ho = LayerStats.empty(k), LayerStats.empty(k)
                 fit_raw = LayerStats.empty(k)
                 dxs = []
@@ -223,7 +224,7 @@ def main() -> None:
                 )
                 for name in group:
                     module = linears[name]
-                    W = module.weight.data.float()
+                    W = layer_weight(module).float()
                     whw = float((W @ fit.H * W).sum())
                     wdw = float((W @ fit.D * W).sum())
                     row: dict[str, Any] = {
@@ -241,7 +242,7 @@ def main() -> None:
                         new_weights[vname] = new
                         row["fit"][vname] = layer_errors(W, new, fit)[1]
                         row["heldout"][vname] = layer_errors(W, new, ho)[1]
-                    module.weight.data.copy_(new_weights[args.advance])
+                    layer_weight(module).copy_(new_weights[args.advance])
                     records.append(row)
                     best = min(row["heldout"], key=row["heldout"].get)
                     print(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -57,7 +58,7 @@ def _atomic_write_text(text: str, path: Path) -> None:
 def save_block(
     folder: Path,
     index: int,
-    linears: dict[str, nn.Linear],
+    linears: Mapping[str, nn.Module],
     dense: list[torch.Tensor],
     compressed: list[torch.Tensor],
     thresholds: dict[str, float],
@@ -66,7 +67,10 @@ def save_block(
 ) -> None:
     """Checkpoint the run after block ``index`` (block weights, streams, then the state)."""
     folder.mkdir(parents=True, exist_ok=True)
-    weights = {name: module.weight.detach().cpu().clone() for name, module in linears.items()}
+    weights = {
+        name: cast(torch.Tensor, module.weight).detach().cpu().clone()
+        for name, module in linears.items()
+    }
     _atomic_save(weights, folder / f"block-{index:04d}.pt")
     streams = {
         "block": index,
@@ -83,8 +87,12 @@ def has_checkpoint(folder: Path) -> bool:
     return (folder / CHECKPOINT_STATE).is_file()
 
 
-def load(folder: Path, blocks: nn.ModuleList, layer_names: tuple[str, ...]) -> Checkpoint:
+def load(
+    folder: Path, blocks: nn.ModuleList, layers: Callable[[nn.Module], Mapping[str, nn.Module]]
+) -> Checkpoint:
     """Read the checkpoint and put the saved pruned weights back into ``blocks``.
+
+    ``layers(block)`` gives a block's prunable layers by name (as :func:`save_block` saved them).
 
     Raises:
         InputError: there is no checkpoint, or its files do not agree with each other or with
@@ -110,8 +118,8 @@ def load(folder: Path, blocks: nn.ModuleList, layer_names: tuple[str, ...]) -> C
             weights = torch.load(
                 folder / f"block-{index:04d}.pt", map_location="cpu", weights_only=True
             )
-            for name in layer_names:
-                target = cast(torch.Tensor, blocks[index].get_submodule(name).weight)
+            for name, module in layers(blocks[index]).items():
+                target = cast(torch.Tensor, module.weight)
                 target.copy_(weights[name].to(target.dtype))
     return Checkpoint(
         block=last,

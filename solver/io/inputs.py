@@ -325,7 +325,10 @@ class _Truncated(Exception):
 
 
 def _check_gguf(path: Path) -> ModelFacts:
-    """Read a GGUF file's header and tensor table; refuse it when damaged or truncated."""
+    """Read a GGUF file's header and tensor table; refuse it when damaged or truncated, or
+    when its architecture cannot be loaded as a decoder-only LM."""
+    from solver.io.models import check_gguf_architecture
+
     try:
         metadata, n_params, needed = _read_gguf_header(path)
     except _Truncated:
@@ -336,6 +339,7 @@ def _check_gguf(path: Path) -> ModelFacts:
         size = path.stat().st_size
         if size >= needed:
             arch = str(metadata.get("general.architecture", ""))
+            check_gguf_architecture(arch, str(path))
 
             def get(key: str) -> int | None:
                 value = metadata.get(f"{arch}.{key}")

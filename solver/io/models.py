@@ -584,23 +584,76 @@ def _read_tokenizer(where: str, shown: str, **kwargs: Any) -> Any:
         ) from err
 
 
+DECODER_FAMILIES = (
+    "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, gpt2, opt, gpt_neox, "
+    "falcon, starcoder2, olmo2, mixtral, qwen3_moe"
+)
+"""The decoder families tested end to end (any decoder-only transformer is discovered)."""
+
+_GGUF_RENAMES = {
+    "qwen2moe": "qwen2_moe",
+    "qwen3moe": "qwen3_moe",
+    "gpt-oss": "gpt_oss",
+    "minimax-m2": "minimax_m2",
+    "t5encoder": "t5",
+    "gemma3": "gemma3_text",
+}
+"""GGUF architecture names that differ from the transformers model type they load as."""
+
+_ENCODER_DECODER = frozenset({"t5", "umt5", "t5encoder", "bart", "mbart", "marian", "whisper"})
+
+
 def check_causal(config: Any, shown: str) -> None:
-    """Refuse configs that AutoModelForCausalLM cannot load as a decoder-only causal LM."""
+    """Refuse configs that AutoModelForCausalLM cannot load as a decoder-only causal LM.
+
+    One line that names the family and what is supported (issue 11: encoder-decoder models
+    and other layouts are refused before any weight is loaded).
+    """
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     model_type = getattr(config, "model_type", "") or "unknown"
     causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     architectures = list(getattr(config, "architectures", None) or [])
+    encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
     refused = (
         model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-        or bool(getattr(config, "is_encoder_decoder", False))
+        or encoder_decoder
         or bool(architectures and not any(a in causal_classes for a in architectures))
     )
     if refused:
         saved = f" ({', '.join(architectures)})" if architectures else ""
+        kind = " an encoder-decoder," if encoder_decoder else ""
         raise InputError(
-            f"'{shown}' is a {model_type} model{saved}, not a causal language model: DuoGPT "
-            "prunes decoder-only LMs such as llama, qwen2, mistral or gpt2"
+            f"'{shown}' is a {model_type} model{saved},{kind} not a causal language model: "
+            f"DuoGPT prunes decoder-only LMs such as {DECODER_FAMILIES}"
+        )
+
+
+def gguf_model_type(architecture: str) -> str:
+    """The transformers model type a GGUF ``general.architecture`` loads as."""
+    return _GGUF_RENAMES.get(architecture, architecture)
+
+
+def check_gguf_architecture(architecture: str, shown: str) -> None:
+    """Refuse a GGUF file whose architecture transformers cannot load, or that is not a decoder.
+
+    Reads only the ``general.architecture`` metadata value (the pre-flight passes it).
+    """
+    family = gguf_model_type(architecture) if architecture else "unknown"
+    if architecture in _ENCODER_DECODER or family in _ENCODER_DECODER:
+        raise InputError(
+            f"'{shown}' is a {family} model (GGUF), an encoder-decoder, not a causal language "
+            f"model: DuoGPT prunes decoder-only LMs such as {DECODER_FAMILIES}"
+        )
+    try:
+        from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+    except ImportError:  # pragma: no cover - an older transformers: let the loader decide
+        return
+    known = set(GGUF_CONFIG_MAPPING) - {"general", "tokenizer"}
+    if architecture not in known and family not in known:
+        raise InputError(
+            f"'{shown}' is a {family} model (GGUF) that transformers cannot load from GGUF: use "
+            f"a Hugging Face folder of it, or a GGUF of {', '.join(sorted(known))}"
         )
 
 

@@ -22,16 +22,18 @@ from solver.errors import RunError
 from solver.events import BlockFinished, BlockStarted, Event, LayerSolved, Note
 from solver.io import checkpoint, system
 from solver.math.activations import ActivationSparsifier
-from solver.run import estimate, layers
+from solver.run import estimate, layers, routed
 from solver.run.adapters import ModelAdapter
 from solver.run.capture import (
-    capture_block_inputs,
+    BlockCall,
     capture_inputs,
-    move_kwargs,
+    capture_stack_inputs,
+    move_calls,
     run_block,
     run_until,
 )
 from solver.run.context import RunContext
+from solver.run.discovery import Group, in_features, layer_weight
 from solver.run.measure import evaluate
 
 
@@ -63,7 +65,7 @@ def prune(
     batches = list(torch.split(calib, config.batch_size))
     tick = time.monotonic()
     run.phase = "while capturing the calibration inputs"
-    hidden, extras = capture_block_inputs(model, blocks[0], batches)
+    hidden, calls = capture_stack_inputs(model, blocks, batches)
     if saved is None:
         first = 0
         dense = [h.to(run.device) for h in hidden]
@@ -72,11 +74,11 @@ def prune(
         first = saved.block + 1
         dense = [h.to(run.device) for h in saved.dense]
         compressed = [h.to(run.device) for h in saved.compressed]
-    extras = [move_kwargs(kw, run.device) for kw in extras]
+    calls = move_calls(calls, run.device)
     run.timings["forward"] += time.monotonic() - tick
     hidden_size = int(dense[0].shape[-1])
     cache_mb = cache_megabytes(adapter, blocks[0], calib.numel())
-    widest = max(m.in_features for m in adapter.linears(blocks[0]).values())
+    widest = max(in_features(m) for m in adapter.linears(blocks[0]).values())
     run.need = estimate.block_memory(
         int(calib.shape[0]), int(calib.shape[1]), config.batch_size, hidden_size, widest
     )
@@ -97,7 +99,9 @@ def prune(
         run.check_cancel()
         run.block = index
         run.phase = "while pruning"
-        yield from prune_block(run, index, len(blocks), block, adapter, dense, compressed, extras)
+        yield from prune_block(
+            run, index, len(blocks), block, adapter, dense, compressed, calls[index]
+        )
         if checkpoint_dir is not None:
             checkpoint.save_block(
                 checkpoint_dir,
@@ -125,16 +129,23 @@ def thin_calibration(
     """
     if not run.method.reads.hessian:
         return ""
-    name, layer = max(adapter.linears(block).items(), key=lambda item: item[1].in_features)
+    name, layer = max(adapter.linears(block).items(), key=lambda item: in_features(item[1]))
     return estimate.thin_calibration(
-        int(calib.numel()), int(calib.shape[1]), name, int(layer.in_features)
+        int(calib.numel()), int(calib.shape[1]), name, in_features(layer)
     )
 
 
 def cache_megabytes(adapter: ModelAdapter, block: nn.Module, tokens: int) -> float:
-    """Memory for one block's cached dense inputs (one tensor per group)."""
+    """Memory for one block's cached dense inputs (one tensor per group; the experts module's
+    input once for its routed groups)."""
     linears = adapter.linears(block)
-    features = sum(linears[group[0]].in_features for group in adapter.groups)
+    features = 0
+    seen: set[str] = set()
+    for group in adapter.block_groups(adapter.index(block)):
+        key = group.experts or group.names[0]
+        if key not in seen:
+            seen.add(key)
+            features += in_features(linears[group.names[0]])
     return tokens * features * 4 / 2**20
 
 
@@ -146,17 +157,29 @@ def prune_block(
     adapter: ModelAdapter,
     dense: list[torch.Tensor],
     compressed: list[torch.Tensor],
-    extras: list[dict[str, Any]],
+    extras: list[BlockCall],
 ) -> Iterator[Event]:
-    """Prune one decoder block; updates both streams in place."""
+    """Prune one decoder block; updates both streams in place.
+
+    Args:
+        run: the run.
+        index: the block's index.
+        n_blocks: how many blocks the model has.
+        block: the block.
+        adapter: the model's adapter (the block's groups).
+        dense: the dense stream, one ``[batch, seqlen, hidden]`` tensor per batch.
+        compressed: the compressed stream, likewise.
+        extras: what the model passes this block besides the hidden states, per batch.
+    """
     config = run.config
     tick_block = time.monotonic()
     timings = dict.fromkeys(("forward", "statistics", "solve"), 0.0)
     yield BlockStarted(t=run.t(), block=index, n_blocks=n_blocks)
     block.to(run.device)
     linears = adapter.linears(block)
-    full = {name: f"model.layers.{index}.{name}" for name in linears}
-    firsts = {group[0]: linears[group[0]] for group in adapter.groups}
+    block_groups = adapter.block_groups(index)
+    full = {name: f"{adapter.prefix(index)}{name}" for name in linears}
+    firsts = _heads(block, block_groups, linears)
     sparsifier = ActivationSparsifier(
         config.act_sparsity if config.act_sparsity > 0 else 0.0,
         config.act_rule,
@@ -164,6 +187,7 @@ def prune_block(
     )
     sparsifier.attach(linears if config.act_sparsity > 0 else {})
     solved: list[LayerSolved] = []
+    saved = routed.originals(block, block_groups)
     try:
         # 1. dense pass: X~ for every group, and the next dense stream
         tick = time.monotonic()
@@ -175,29 +199,51 @@ def prune_block(
         timings["forward"] += time.monotonic() - tick
         # 2. compressed passes, group by group (true sequential) or all at once
         sparsifier.enabled = run.sparse_calibration
-        group_sets = (
-            [[g] for g in adapter.groups] if config.true_sequential else [list(adapter.groups)]
-        )
+        group_sets = [[g] for g in block_groups] if config.true_sequential else [list(block_groups)]
         for groups in group_sets:
             run.check_cancel()
             tick = time.monotonic()
             raw: dict[str, list[torch.Tensor]] = {}
-            heads = {g[0]: linears[g[0]] for g in groups}
-            stop = groups[-1][0] if config.true_sequential else ""
-            with torch.no_grad(), capture_inputs(heads, raw, stop_after=stop):
+            record = routed.Routed()
+            plain = [g for g in groups if not g.routed]
+            heads = {g.names[0]: linears[g.names[0]] for g in plain}
+            last = groups[-1]
+            stop = last.names[0] if config.true_sequential and not last.routed else ""
+            with (
+                torch.no_grad(),
+                capture_inputs(heads, raw, stop_after=stop),
+                routed.capture_routed(
+                    block,
+                    [g for g in groups if g.routed],
+                    record,
+                    dense_inputs,
+                    saved,
+                    stop=config.true_sequential and last.routed,
+                ),
+            ):
                 for b, states in enumerate(compressed):
                     run_until(block, states, extras[b])
             timings["forward"] += time.monotonic() - tick
             for group in groups:
-                for event in layers.prune_group(
-                    run, index, group, linears, full, raw[group[0]], dense_inputs[group[0]], timings
-                ):
-                    solved.append(event)
+                if group.routed:
+                    events: Iterator[Event] = routed.prune_experts(
+                        run, index, group, linears, full, record, timings
+                    )
+                else:
+                    head = group.names[0]
+                    events = layers.prune_group(
+                        run, index, group.names, linears, full, raw[head], dense_inputs[head],
+                        timings,
+                    )  # fmt: skip
+                for event in events:
+                    if isinstance(event, LayerSolved):
+                        solved.append(event)
                     yield event
                 sparsifier.thresholds.update(
-                    {n: run.thresholds[full[n]] for n in group if full[n] in run.thresholds}
+                    {n: run.thresholds[full[n]] for n in group.names if full[n] in run.thresholds}
                 )
-                del raw[group[0]]
+                if not group.routed:
+                    del raw[group.names[0]]
         # 3. the compressed stream moves past the pruned block
         run.check_cancel()
         tick = time.monotonic()
@@ -209,12 +255,13 @@ def prune_block(
         sparsifier.detach()
         if run.device.type != "cpu":
             block.to("cpu")
+    del saved
     run.layer_act.extend(e.act_sparsity for e in solved)
     for part, seconds in timings.items():
         run.timings[part] += seconds
     check_health(index, dense, compressed)
-    zeros = sum(int((m.weight == 0).sum()) for m in linears.values())
-    total = sum(m.weight.numel() for m in linears.values())
+    zeros = sum(int((layer_weight(m) == 0).sum()) for m in linears.values())
+    total = sum(layer_weight(m).numel() for m in linears.values())
     yield BlockFinished(
         t=run.t(),
         block=index,
@@ -224,6 +271,20 @@ def prune_block(
         peak_memory_mb=system.peak_memory_mb(run.device),
         timings={k: round(v, 4) for k, v in timings.items()},
     )
+
+
+def _heads(
+    block: nn.Module, groups: tuple[Group, ...], linears: dict[str, nn.Module]
+) -> dict[str, nn.Module]:
+    """The modules whose input is each group's dense input: the first layer of a group that
+    shares one input, the experts module of routed groups."""
+    heads: dict[str, nn.Module] = {}
+    for group in groups:
+        if group.routed:
+            heads[group.experts] = block.get_submodule(group.experts)
+        else:
+            heads[group.names[0]] = linears[group.names[0]]
+    return heads
 
 
 def check_health(

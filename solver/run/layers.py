@@ -25,17 +25,21 @@ from solver.math.stats import LayerStats
 from solver.run.adapters import layer_type
 from solver.run.alpha import Selection, SplitStats, selects_alpha
 from solver.run.context import RunContext
+from solver.run.discovery import in_features, layer_weight
+from solver.run.methods import Method
 
 
 def prune_group(
     run: RunContext,
     index: int,
     group: Sequence[str],
-    linears: dict[str, nn.Linear],
+    linears: dict[str, nn.Module],
     full: dict[str, str],
     raw: list[torch.Tensor],
     dense_inputs: list[torch.Tensor],
     timings: dict[str, float],
+    *,
+    method: Method | None = None,
 ) -> Iterator[LayerSolved]:
     """Statistics for one group of layers sharing an input, then each layer's solve.
 
@@ -45,9 +49,12 @@ def prune_group(
         group: the group's layer names within the block; the first one's input is the group's.
         linears: the block's layers by name.
         full: each layer's full name in the model (``model.layers.3.mlp.up_proj``).
-        raw: the group's inputs in the compressed stream, one ``[batch, tokens, k]`` per batch.
+        raw: the group's inputs in the compressed stream, one ``[batch, tokens, k]`` per batch
+            (``[tokens, k]`` for an expert slice's routed tokens).
         dense_inputs: the same in the dense stream.
         timings: the block's seconds per part (``statistics`` and ``solve`` grow here).
+        method: the method to prune with (default the run's; an expert slice with few routed
+            tokens falls back to a first-order one).
 
     Raises:
         RunError: the statistics or a solve hold NaN/Inf (naming the block and layer).
@@ -55,15 +62,16 @@ def prune_group(
     config = run.config
     tick = time.monotonic()
     head = full[group[0]]
-    if config.act_rule == "threshold" and config.act_sparsity > 0:
+    method = method or run.method
+    if config.act_rule == "threshold" and config.act_sparsity > 0 and raw:
         flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in raw])
         threshold = calibrate_threshold(flat, config.act_sparsity)
         del flat
         for name in group:
             run.thresholds[full[name]] = threshold
-    reads = run.method.reads
+    reads = method.reads
     collected = SplitStats(
-        linears[group[0]].in_features,
+        in_features(linears[group[0]]),
         run.device,
         split=reads.mismatch and selects_alpha(config),
         token_clip=config.token_clip if reads.hessian else 0.0,
@@ -86,7 +94,9 @@ def prune_group(
     for name in group:
         run.check_cancel()
         try:
-            solved = solve_layer(run, index, name, linears[name], stats, timings, selection)
+            solved = solve_layer(
+                run, index, name, linears[name], stats, timings, selection, method=method
+            )
         except RunError as err:  # the math's own errors do not know the layer: name it
             if str(err).startswith(f"block {index} "):
                 raise
@@ -98,12 +108,18 @@ def solve_layer(
     run: RunContext,
     index: int,
     name: str,
-    module: nn.Linear,
+    module: nn.Module,
     stats: LayerStats,
     timings: dict[str, float],
     selection: Selection | None = None,
+    *,
+    method: Method | None = None,
 ) -> LayerSolved:
     """Prune one linear layer in place with the run's method and describe the result.
+
+    The layer's weight is solved as ``[out, in]`` (:func:`~solver.run.discovery.layer_weight`:
+    a ``Conv1D``'s transposed view, an expert's slice of its fused parameter) and written back
+    through the same view, so it keeps its own layout.
 
     Args:
         run: the run.
@@ -113,14 +129,15 @@ def solve_layer(
         stats: the group's statistics over every calibration sequence.
         timings: the block's seconds per part (``solve`` grows here).
         selection: the fit and held-out statistics when alpha is chosen per layer.
+        method: the method (default the run's).
 
     Raises:
         RunError: the pruned weights hold NaN/Inf.
     """
     tick = time.monotonic()
-    weight = module.weight.data
-    original = weight.float()
-    solution = run.method.solve(original, stats, run.config, selection)
+    weight = layer_weight(module)
+    original = weight.float().contiguous()
+    solution = (method or run.method).solve(original, stats, run.config, selection)
     new = solution.weight
     if not bool(torch.isfinite(new).all()):
         raise RunError(

@@ -31,8 +31,9 @@ from solver.io.run_files import CHECKPOINTS_DIR
 from solver.run import blocks, estimate
 from solver.run.adapters import ModelAdapter, find_adapter
 from solver.run.context import RunContext
+from solver.run.discovery import layer_weight
 from solver.run.input_checks import INPUT_CHECKS
-from solver.run.measure import evaluate
+from solver.run.measure import evaluate, evaluate_tasks
 from solver.run.save import save_model
 from solver.run.stop import NEVER, CancelToken, RunStopped
 
@@ -52,6 +53,10 @@ def preflight(config: RunConfig) -> None:
     config.validate()
     for check in INPUT_CHECKS:
         check.run(config)
+    if config.tasks:
+        from solver.run.tasks import check_tasks, parse_tasks
+
+        check_tasks(parse_tasks(config.tasks))
 
 
 def run(
@@ -129,6 +134,7 @@ class _Driver:
         self.config = context.config
         self.workdir = workdir
         self.resume = resume
+        self.calib_info: dict[str, Any] = {}
         self.checkpoint_dir: Path | None = None
         if workdir is not None and (self.config.checkpoints or resume):
             self.checkpoint_dir = Path(workdir) / CHECKPOINTS_DIR
@@ -137,7 +143,7 @@ class _Driver:
 
     def events(self) -> Iterator[Event]:
         """The whole run: load, prune (fresh or resumed), evaluate, save, finish."""
-        from solver.io.data import calibration_batch, eval_protocol, eval_windows, load_text
+        from solver.io.data import adds_bos, calibration_batch, eval_sample, held_out_cut, load_text
         from solver.io.models import load_model
 
         config, context = self.config, self.context
@@ -154,9 +160,20 @@ class _Driver:
         context.phase = "while loading the texts"
         yield Progress(t=context.t(), phase="load", done=1, total=3, label=f"text {config.calib}")
         calib_name, calib_text = load_text(config.calib)
+        eval_name, eval_text = load_text(config.eval) if config.eval_windows > 0 else ("", "")
+        cut = held_out_cut(calib_text, eval_text)  # the same text: calibration keeps [0, cut)
         calib = calibration_batch(
-            loaded.tokenizer, calib_text, config.nsamples, config.seqlen, config.seed
+            loaded.tokenizer,
+            calib_text[:cut] if cut is not None else calib_text,
+            config.nsamples,
+            config.seqlen,
+            config.seed,
+            name=calib_name,
         )
+        self.calib_info = {
+            "chars": [0, cut if cut is not None else len(calib_text)],
+            "bos": adds_bos(loaded.tokenizer),
+        }
         del calib_text
         context.check_cancel()
         windows = None
@@ -164,11 +181,19 @@ class _Driver:
         if config.eval_windows > 0:
             label = f"text {config.eval}"
             yield Progress(t=context.t(), phase="load", done=2, total=3, label=label)
-            eval_name, eval_text = load_text(config.eval)
-            windows = eval_windows(
-                loaded.tokenizer, eval_text, config.eval_windows, config.eval_len
+            sample = eval_sample(
+                loaded.tokenizer,
+                eval_text,
+                config.eval_windows,
+                config.eval_len,
+                name=eval_name,
+                placement=config.eval_placement,
+                chars=(cut, len(eval_text)) if cut is not None else None,
             )
-            protocol = eval_protocol(eval_name, windows, loaded.tokenizer)
+            windows, protocol = sample.windows, sample.protocol
+            if cut is not None:
+                protocol["calib_chars"] = [0, cut]  # held out by construction
+            del eval_text
             if windows.shape[0] < config.eval_windows:
                 yield Note(
                     t=context.t(),
@@ -186,6 +211,8 @@ class _Driver:
             yield from self.fresh(loaded, adapter, calib, windows, protocol, calib_name)
         if windows is not None:
             yield from evaluate(context, model, adapter, windows, protocol, "pruned")
+        yield from evaluate_tasks(context, model, adapter, loaded.tokenizer, "pruned")
+        context.check_cancel()  # a cancel during the last layer or batch still ends it cancelled
         model_dir = ""
         if config.save_model and self.workdir is not None:
             context.phase = "while saving the model"
@@ -193,6 +220,7 @@ class _Driver:
             saved = save_model(loaded, config, context.thresholds, linears, self.workdir)
             model_dir = str(saved)
             yield Progress(t=context.t(), phase="save", done=1, total=1, label="model")
+        context.check_cancel()
         if self.checkpoint_dir is not None and not config.keep_checkpoints:
             checkpoint.remove(self.checkpoint_dir)
         yield self.finished(linears, model_dir)
@@ -220,7 +248,7 @@ class _Driver:
             n_blocks=len(adapter.blocks(model)),
             n_layers=len(linears),
             n_params=sum(p.numel() for p in model.parameters()),
-            n_prunable_params=sum(m.weight.numel() for m in linears.values()),
+            n_prunable_params=sum(layer_weight(m).numel() for m in linears.values()),
             versions=system.versions(),
             calib={
                 "text": calib_name,
@@ -228,15 +256,21 @@ class _Driver:
                 "seqlen": int(calib.shape[1]),
                 "tokens": int(calib.numel()),
                 "seed": config.seed,
+                **self.calib_info,
                 "eval": protocol,
             },
             host=system.host(context.device),
         )
+        yield from self.layout_notes(adapter)
         prunes = context.method.prunes
         if windows is not None and config.eval_dense:
             yield from evaluate(context, model, adapter, windows, protocol, "dense", sparse=False)
             if config.act_sparsity > 0 and config.act_rule == "topk" and prunes:
                 yield from evaluate(context, model, adapter, windows, protocol, "dense_act")
+        if config.eval_dense:
+            yield from evaluate_tasks(
+                context, model, adapter, loaded.tokenizer, "dense", sparse=False
+            )
         if prunes or config.act_rule == "threshold":  # thresholds are calibrated block by block
             yield from blocks.prune(
                 context, model, adapter, calib, windows, protocol, self.checkpoint_dir
@@ -253,7 +287,7 @@ class _Driver:
         """Continue a run from its checkpoint: restore the pruned blocks and the two streams."""
         assert self.checkpoint_dir is not None
         context = self.context
-        saved = checkpoint.load(self.checkpoint_dir, adapter.blocks(model), adapter.layer_names)
+        saved = checkpoint.load(self.checkpoint_dir, adapter.blocks(model), adapter.linears)
         context.start -= saved.elapsed
         context.thresholds.update(saved.thresholds)
         for part, seconds in saved.timings.items():
@@ -263,11 +297,22 @@ class _Driver:
             context, model, adapter, calib, windows, protocol, self.checkpoint_dir, saved
         )
 
-    def finished(self, linears: dict[str, nn.Linear], model_dir: str) -> Finished:
+    def layout_notes(self, adapter: ModelAdapter) -> Iterator[Note]:
+        """What discovery found: the family, the block list and the groups; what it left out."""
+        yield Note(t=self.context.t(), text=adapter.describe())
+        if adapter.skipped:
+            names = ", ".join(sorted(adapter.skipped))
+            yield Note(
+                t=self.context.t(),
+                level="warning",
+                text=f"not pruned (never called by the forward pass): {names}",
+            )
+
+    def finished(self, linears: dict[str, nn.Module], model_dir: str) -> Finished:
         """The run's totals: its time, sparsities, peak memory and where the model went."""
         context = self.context
-        zeros = sum(int((m.weight == 0).sum()) for m in linears.values())
-        total = sum(m.weight.numel() for m in linears.values())
+        zeros = sum(int((layer_weight(m) == 0).sum()) for m in linears.values())
+        total = sum(layer_weight(m).numel() for m in linears.values())
         return Finished(
             t=context.t(),
             seconds=context.t(),
