@@ -13,6 +13,7 @@ group changes one option from the defaults; the default configuration runs once 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +108,8 @@ def main() -> None:
         alphas,
         QUICK_ALPHA_CALIB if args.quick else ALPHA_CALIB,
     )
-    distinct: dict[str, dict[str, Any]] = {}
-    for _group, _label, config in rows:
-        distinct.setdefault(common.config_key(config), config)
+    seeds = common.seeds_of(args, base)
+    distinct = distinct_configs(rows, seeds)
     results = common.run_from_args(
         [("reference (dense figures)", common.reference_config(base))]
         + [(f"config {i}", c) for i, c in enumerate(distinct.values(), 1)],
@@ -120,21 +120,36 @@ def main() -> None:
     by_key = {common.config_key(c): s for _, c, s in results[1:]}
     session.publish(
         "Ablations of DuoGPT's [choice] options (W50% + X50%)",
-        [render(rows, by_key, reference.get("ppl_dense"))],
+        [render(rows, by_key, reference.get("ppl_dense"), seeds)],
         protocol_line=common.protocol_text(base, args.quick, args.jobs, reference=True)
         + " The calibration-size rows keep the base protocol's evaluation (the same windows of "
-        f"{base['seqlen']} tokens) whatever their calibration seqlen.",
+        f"{base['seqlen']} tokens) whatever their calibration seqlen." + common.seeds_text(seeds),
         results=results,
     )
+
+
+def distinct_configs(
+    rows: list[tuple[str, str, dict[str, Any]]], seeds: Sequence[int]
+) -> dict[str, dict[str, Any]]:
+    """Every distinct configuration to run, once per seed (shared rows run once), by key."""
+    distinct: dict[str, dict[str, Any]] = {}
+    for _group, _label, config in rows:
+        for _seed, one in common.seeded(config, seeds):
+            distinct.setdefault(common.config_key(one), one)
+    return distinct
 
 
 def render(
     rows: list[tuple[str, str, dict[str, Any]]],
     by_key: dict[str, dict[str, Any]],
     dense: float | None,
+    seeds: Sequence[int] | None = None,
 ) -> str:
     """One row per ablation row, ``x dense`` against the ``dense`` perplexity; the best
-    perplexity of each group in bold."""
+    perplexity of each group in bold. With several ``seeds``: mean ± sd over them (the best
+    mean in bold) and each seed's value."""
+    if seeds is not None and len(seeds) > 1:
+        return render_seeds(rows, by_key, dense, seeds)
     header = ("group", "setting", "ppl", "x dense", "act. sparsity", "wall s", "solve s")
     best: dict[str, float] = {}
     for group, _, config in rows:
@@ -160,6 +175,55 @@ def render(
             )
         )
     return common.table(header, out, align="llrrrrr")
+
+
+def render_seeds(
+    rows: list[tuple[str, str, dict[str, Any]]],
+    by_key: dict[str, dict[str, Any]],
+    dense: float | None,
+    seeds: Sequence[int],
+) -> str:
+    """One row per ablation row: perplexity mean ± sd over the seeds (the best mean of each
+    group in bold), x dense of the mean, each seed's value, mean act. sparsity and times."""
+    figures = []
+    for group, label, config in rows:
+        summaries = {
+            seed: by_key.get(common.config_key(one), {"status": "not run"})
+            for seed, one in common.seeded(config, seeds)
+        }
+        figures.append((group, label, summaries, common.seed_figures(summaries, seeds)))
+    best: dict[str, float] = {}
+    for group, _, _, ppl in figures:
+        if ppl.mean is not None:
+            best[group] = min(best.get(group, ppl.mean), ppl.mean)
+    header = (
+        "group",
+        "setting",
+        "ppl mean ± sd",
+        "x dense",
+        *(f"seed {seed}" for seed in seeds),
+        "act. sparsity",
+        "wall s",
+        "solve s",
+    )
+    out = []
+    for group, label, summaries, ppl in figures:
+        text = ppl.mean_sd()
+        if ppl.mean is not None and ppl.mean == best.get(group):
+            text = f"**{text}**"
+        out.append(
+            (
+                group,
+                label,
+                text,
+                common.fmt(ppl.mean / dense) if ppl.mean and dense else "n/a",
+                *ppl.cells(),
+                common.pct(common.seed_figures(summaries, seeds, "eval_act_sparsity").mean),
+                common.fmt(common.seed_figures(summaries, seeds, "wall_s").mean, 0),
+                common.fmt(common.seed_figures(summaries, seeds, "solve_s").mean, 1),
+            )
+        )
+    return common.table(header, out, align="ll" + "r" * (len(header) - 2))
 
 
 if __name__ == "__main__":

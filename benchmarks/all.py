@@ -26,16 +26,23 @@ SCRIPTS = ("methods", "sweep", "ablations")
 
 
 def configurations(
-    base: dict[str, Any], calib_alphas: list[float]
+    base: dict[str, Any], calib_alphas: list[float], seeds: list[int] | None = None
 ) -> list[tuple[str, dict[str, Any]]]:
-    """The distinct ``(label, config)`` of the three scripts, the reference run first."""
+    """The distinct ``(label, config)`` of the three scripts, the reference run first (each
+    once per seed of ``seeds``, default the protocol's seed)."""
+    seeds = seeds or [int(base["seed"])]
     runs = [("reference (dense figures)", common.reference_config(base))]
-    runs += [(f"methods {s} {m}", c) for s, m, c in methods.configurations(base)]
     runs += [
-        (f"sweep {label}", c) for label, c in sweep.configurations(base, ["duogpt", "sparsegpt"])
+        (f"methods {s} {m} seed {c['seed']}", c) for s, m, c in methods.configurations(base, seeds)
     ]
+    grid = sweep.configurations(base, ["duogpt", "sparsegpt"], seeds=seeds)
+    runs += [(f"sweep {label}", c) for label, c in grid]
     rows = ablations.configurations(base, ablations.ALL_GROUPS, ablations.CALIB, calib_alphas)
-    runs += [(f"ablation {label}", c) for _, label, c in rows]
+    runs += [
+        (f"ablation {label} seed {seed}", c)
+        for _, label, config in rows
+        for seed, c in common.seeded(config, seeds)
+    ]
     seen: set[str] = set()
     distinct = []
     for label, config in runs:
@@ -57,7 +64,8 @@ def main() -> None:
     cache_path = args.cache or common.ROOT / "results" / "runs.jsonl"
     base = common.protocol(False, args.threads)
     alphas = [float(a) for a in args.calib_alphas.split(",") if a.strip()]
-    runs = configurations(base, alphas)
+    seeds = common.seeds_of(args, base)
+    runs = configurations(base, alphas, seeds)
     cache = common.ResultCache(cache_path)
     if args.list:
         for label, config in runs:
@@ -72,6 +80,8 @@ def main() -> None:
         command += ["--jobs", str(args.jobs), "--out", f"results/{name}.md"]
         if args.threads:
             command += ["--threads", str(args.threads)]
+        if len(seeds) > 1:
+            command += ["--seeds", *map(str, seeds)]
         if name == "ablations":
             command += ["--calib-alphas", args.calib_alphas]
         subprocess.run(command, cwd=common.ROOT, check=True, stdout=subprocess.DEVNULL)

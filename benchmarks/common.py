@@ -24,6 +24,7 @@ import os
 import platform
 import resource
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -114,7 +115,9 @@ def protocol_text(base: dict[str, Any], quick: bool, jobs: int = 1, reference: b
     return (
         f"Model {model}; calibration {base['nsamples']} x {base['seqlen']} tokens of "
         f"`{base['calib']}` (seed {base['seed']}); perplexity on {base['eval_windows']} "
-        f"non-overlapping windows of {base['seqlen']} tokens of `{base['eval']}`, activation "
+        f"non-overlapping windows of {base['seqlen']} tokens spread evenly over `{base['eval']}` "
+        "(prose only; the protocol object of each run records the text's SHA-256 and the "
+        "windows' token offsets), activation "
         "sparsity on for every token (per-token top-k unless stated); device "
         f"`{base['device']}` with {_threads_text()}; {at_once}, each in a fresh process unless "
         "stated. Weight sparsity is per layer over the decoder blocks' linear layers; activation "
@@ -215,7 +218,13 @@ def config_key(config: dict[str, Any]) -> str:
     if fields.get("eval_seqlen") == fields.get("seqlen"):
         fields["eval_seqlen"] = 0
     fields["threads"] = os.environ.get(THREADS_ENV, "")
+    fields["protocol"] = PROTOCOL_VERSION
     return json.dumps(fields, sort_keys=True)
+
+
+PROTOCOL_VERSION = 2
+"""Part of every cache key: raised when the texts or the evaluation change under the same
+options (2: issue 12's prose-only corpora, windows spread over the held-out text)."""
 
 
 class ResultCache:
@@ -457,7 +466,93 @@ def arguments(description: str) -> argparse.ArgumentParser:
         action="store_true",
         help="run every configuration in this process (faster start, peak RSS not per run)",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="calibration seeds, e.g. --seeds 0 1 2: every row runs once per seed and the "
+        "tables give mean ± sd and each seed's value (default: the protocol's seed, 0)",
+    )
     return parser
+
+
+# --------------------------------------------------------------------- seeds
+
+
+def seeds_of(args: argparse.Namespace, base: dict[str, Any]) -> list[int]:
+    """The seeds to run: ``--seeds``, else the protocol's own seed (no repeats, in order)."""
+    seeds = list(getattr(args, "seeds", None) or [int(base["seed"])])
+    return list(dict.fromkeys(seeds))
+
+
+def with_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """``config`` calibrated with ``seed``."""
+    return {**config, "seed": seed}
+
+
+def seeded(config: dict[str, Any], seeds: Sequence[int]) -> list[tuple[int, dict[str, Any]]]:
+    """``(seed, config)`` per seed; magnitude pruning reads no calibration data, so one run
+    (at the first seed) stands for every seed."""
+    if config.get("method") == "magnitude":
+        return [(seeds[0], with_seed(config, seeds[0]))]
+    return [(seed, with_seed(config, seed)) for seed in seeds]
+
+
+@dataclass(frozen=True)
+class SeedFigures:
+    """One figure of one row over the seeds.
+
+    Attributes:
+        values: seed -> the figure (None: that seed's run did not finish).
+        seeds: the seeds of the table (a row that ran at fewer shows ``-`` for the others).
+    """
+
+    values: dict[int, float | None]
+    seeds: tuple[int, ...]
+
+    @property
+    def measured(self) -> list[float]:
+        """The finished seeds' values."""
+        return [v for v in self.values.values() if v is not None]
+
+    @property
+    def mean(self) -> float | None:
+        """The mean over the finished seeds (None: none finished)."""
+        found = self.measured
+        return statistics.mean(found) if found else None
+
+    def mean_sd(self) -> str:
+        """``mean ± sd`` (sd over the seeds, n-1), or the one value (second_model's format)."""
+        from benchmarks.second_model import mean_sd
+
+        return mean_sd(self.measured)
+
+    def cells(self) -> list[str]:
+        """Each seed's value (``-`` where the row did not run at that seed)."""
+        return [fmt(self.values[s]) if s in self.values else "-" for s in self.seeds]
+
+
+def seed_figures(
+    summaries: dict[int, dict[str, Any]], seeds: Sequence[int], key: str = "ppl_pruned"
+) -> SeedFigures:
+    """``key`` of each seed's summary (None for a run that did not finish)."""
+    values = {
+        seed: summary.get(key) if summary.get("status") == "finished" else None
+        for seed, summary in summaries.items()
+    }
+    return SeedFigures(values, tuple(seeds))
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    """``calibration seeds 0, 1, 2 (mean ± sd over them, n-1)`` for a protocol line."""
+    if len(seeds) < 2:
+        return ""
+    return (
+        f" Calibration seeds {', '.join(map(str, seeds))}: each figure is the mean ± sd over "
+        "them (n-1), each seed's value in its own column; magnitude reads no calibration data "
+        "and runs once."
+    )
 
 
 def command_line() -> str:

@@ -11,6 +11,7 @@ achieved sparsities, wall time, peak RSS, and the dual-sparse decode bytes bound
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,23 @@ SETTINGS = (
 )
 
 
-def configurations(base: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(setting, method label, config)`` for every row that needs a run."""
+def configurations(
+    base: dict[str, Any], seeds: Sequence[int] | None = None
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(setting, method label, config)`` for every run: each row once per seed (``seeds``,
+    default the protocol's seed; magnitude once, it reads no calibration data)."""
     out = []
     base = {**base, "eval_dense": False}
+    seeds = list(seeds or [int(base["seed"])])
+    rows = []
     for setting, fields in SETTINGS:
         for method in METHODS:
-            out.append((setting, method, {**base, **fields, "method": method}))
+            rows.append((setting, method, {**base, **fields, "method": method}))
         if setting == "W50% + X50%":
             label = "sparsegpt on sparse acts (duogpt alpha 0)"
-            out.append((setting, label, {**base, **fields, "method": "duogpt", "alpha": 0.0}))
+            rows.append((setting, label, {**base, **fields, "method": "duogpt", "alpha": 0.0}))
+    for setting, label, config in rows:
+        out += [(setting, label, seeded) for _, seeded in common.seeded(config, seeds)]
     return out
 
 
@@ -51,7 +59,8 @@ def main() -> None:
     base = common.protocol(args.quick, args.threads)
     session = common.Session(args.out)
     isolate = not (args.in_process or args.quick)  # --quick: one process, fast start
-    runs = configurations(base)
+    seeds = common.seeds_of(args, base)
+    runs = configurations(base, seeds)
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
         runs = [r for r in runs if r[1] in wanted or r[1].split(" ")[0] in wanted]
@@ -60,16 +69,22 @@ def main() -> None:
         runs = [r for r in runs if r[0] in chosen]
     results = common.run_from_args(
         [("reference (dense figures)", common.reference_config(base))]
-        + [(f"{setting} {label}", config) for setting, label, config in runs],
+        + [(_run_label(setting, label, config, seeds), config) for setting, label, config in runs],
         args,
         isolate=isolate,
     )
     session.publish(
         "Methods: perplexity, sparsity, time and memory",
-        [render(runs, results[1:], results[0][2], in_process=not isolate)],
-        protocol_line=common.protocol_text(base, args.quick, args.jobs, reference=True),
+        [render(runs, results[1:], results[0][2], in_process=not isolate, seeds=seeds)],
+        protocol_line=common.protocol_text(base, args.quick, args.jobs, reference=True)
+        + common.seeds_text(seeds),
         results=results,
     )
+
+
+def _run_label(setting: str, label: str, config: dict[str, Any], seeds: Sequence[int]) -> str:
+    """A run's label on stderr (its seed when there are several)."""
+    return f"{setting} {label}" + (f", seed {config['seed']}" if len(seeds) > 1 else "")
 
 
 def render(
@@ -78,8 +93,12 @@ def render(
     reference: dict[str, Any],
     *,
     in_process: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> str:
-    """The table: dense rows first (from the reference run), then one row per run."""
+    """The table: dense rows first (from the reference run), then one row per run; with
+    several ``seeds``, one row per setting and method with mean ± sd and each seed's value."""
+    if seeds is not None and len(seeds) > 1:
+        return render_seeds(runs, results, reference, seeds)
     header = (
         "setting",
         "method",
@@ -132,6 +151,75 @@ def render(
     if in_process:
         note += " Runs shared one process: peak RSS is the process's running maximum."
     return common.table(header, rows, align="llrrrrrrrr") + "\n\n" + note
+
+
+def render_seeds(
+    runs: list[tuple[str, str, dict[str, Any]]],
+    results: list[tuple[str, dict[str, Any], dict[str, Any]]],
+    reference: dict[str, Any],
+    seeds: Sequence[int],
+) -> str:
+    """One row per setting and method: perplexity mean ± sd over the seeds, x dense (of the
+    mean), each seed's perplexity, and the seeds' mean sparsities, wall time and bytes bound."""
+    grouped: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for (setting, label, config), (_, _, summary) in zip(runs, results, strict=True):
+        grouped.setdefault((setting, label), {})[int(config["seed"])] = summary
+    header = (
+        "setting",
+        "method",
+        "ppl mean ± sd",
+        "x dense",
+        *(f"seed {seed}" for seed in seeds),
+        "weight sparsity",
+        "act. sparsity",
+        "wall s",
+        "dual-sparse bytes bound",
+    )
+    dense = reference.get("ppl_dense")
+    rows: list[tuple[str, ...]] = []
+    blanks = ("-",) * (len(seeds) - 1)
+    if dense:
+        rows.append(("W0% + X0%", "dense", common.fmt(dense), "1.00", common.fmt(dense), *blanks))
+        rows[-1] += ("0.0%", "0.0%", "", "1.00x")
+    dense_act = reference.get("ppl_dense_act")
+    if dense_act:
+        ratio = common.fmt(dense_act / dense) if dense else "n/a"
+        name = ("W0% + X50%", "dense + activation sparsity")
+        value = common.fmt(dense_act)
+        rows.append((*name, value, ratio, value, *blanks, "0.0%", "50.0%", "", ""))
+    for (setting, label), summaries in grouped.items():
+        ppl = common.seed_figures(summaries, seeds)
+        mean = ppl.mean
+        rows.append(
+            (
+                setting,
+                label,
+                ppl.mean_sd(),
+                common.fmt(mean / dense) if mean and dense else "n/a",
+                *ppl.cells(),
+                common.pct(common.seed_figures(summaries, seeds, "weight_sparsity").mean),
+                common.pct(common.seed_figures(summaries, seeds, "eval_act_sparsity").mean),
+                common.fmt(common.seed_figures(summaries, seeds, "wall_s").mean, 0),
+                _mean_bound(summaries),
+            )
+        )
+    note = (
+        "ppl mean ± sd: over the calibration seeds (sd with n-1); the dense rows read no "
+        "calibration data (one value). weight and act. sparsity, wall s: means over the seeds. "
+        "dual-sparse bytes bound: dense decode bytes / dual-sparse (spMspV) decode bytes over "
+        "all pruned linear layers, mean over the seeds."
+    )
+    return common.table(header, rows, align="ll" + "r" * (len(header) - 2)) + "\n\n" + note
+
+
+def _mean_bound(summaries: dict[int, dict[str, Any]]) -> str:
+    """The mean dual-sparse bytes bound of the finished seeds."""
+    bounds = [
+        s["speedup_bytes"]["dual"]
+        for s in summaries.values()
+        if s.get("status") == "finished" and s.get("speedup_bytes", {}).get("dual")
+    ]
+    return f"{sum(bounds) / len(bounds):.2f}x" if bounds else "n/a"
 
 
 if __name__ == "__main__":

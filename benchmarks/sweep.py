@@ -10,6 +10,7 @@ dual-sparse compute fraction ``(1 - p_w)(1 - p_x)`` (the fraction of multiply-ad
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,12 @@ def configurations(
     methods: list[str],
     weights: tuple[float, ...] = WEIGHTS,
     acts: tuple[float, ...] = ACTS,
+    seeds: Sequence[int] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """``(label, config)`` for every point of the grid."""
+    """``(label, config)`` for every point of the grid, once per seed (``seeds``, default the
+    protocol's seed)."""
     runs = []
+    seeds = list(seeds or [int(base["seed"])])
     for method in methods:
         for p_x in acts:
             for p_w in weights:
@@ -42,7 +46,9 @@ def configurations(
                     "act_sparsity": p_x,
                     "eval_dense": False,
                 }
-                runs.append((f"{method} W{p_w:.0%} X{p_x:.0%}", config))
+                label = f"{method} W{p_w:.0%} X{p_x:.0%}"
+                for seed, one in common.seeded(config, seeds):
+                    runs.append((label + (f", seed {seed}" if len(seeds) > 1 else ""), one))
     return runs
 
 
@@ -56,7 +62,8 @@ def main() -> None:
     isolate = not (args.in_process or args.quick)  # --quick: one process, fast start
     weights, acts = (QUICK_WEIGHTS, QUICK_ACTS) if args.quick else (WEIGHTS, ACTS)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    runs = configurations(base, methods, weights, acts)
+    seeds = common.seeds_of(args, base)
+    runs = configurations(base, methods, weights, acts, seeds)
     results = common.run_from_args(
         [("reference (dense figures)", common.reference_config(base)), *runs],
         args,
@@ -64,17 +71,38 @@ def main() -> None:
     )
     session.publish(
         "Sparsity sweep: perplexity vs weight and activation sparsity",
-        [render(results[1:], results[0][2])],
-        protocol_line=common.protocol_text(base, args.quick, args.jobs, reference=True),
+        [render(results[1:], results[0][2], seeds)],
+        protocol_line=common.protocol_text(base, args.quick, args.jobs, reference=True)
+        + common.seeds_text(seeds),
         results=results,
     )
 
 
+Point = tuple[str, float, float]
+"""A grid point: method, weight sparsity, activation sparsity."""
+
+
+def by_point(
+    results: list[tuple[str, dict[str, Any], dict[str, Any]]],
+) -> dict[Point, dict[int, dict[str, Any]]]:
+    """Each grid point's summaries by seed, in the order of the runs."""
+    points: dict[Point, dict[int, dict[str, Any]]] = {}
+    for _label, config, summary in results:
+        key = (config["method"], config["weight_sparsity"], config["act_sparsity"])
+        points.setdefault(key, {})[int(config.get("seed", 0))] = summary
+    return points
+
+
 def render(
-    results: list[tuple[str, dict[str, Any], dict[str, Any]]], reference: dict[str, Any]
+    results: list[tuple[str, dict[str, Any], dict[str, Any]]],
+    reference: dict[str, Any],
+    seeds: Sequence[int] | None = None,
 ) -> str:
     """The table (one row per run) and the plot (one series per method and p_x); the dense
-    perplexity comes from the ``reference`` run."""
+    perplexity comes from the ``reference`` run. With several ``seeds``: one row per point with
+    mean ± sd and each seed's value, and the grid and plots of the means."""
+    if seeds is not None and len(seeds) > 1:
+        return render_seeds(results, reference, seeds)
     dense_ppl = reference.get("ppl_dense")
     header = (
         "method",
@@ -110,6 +138,15 @@ def render(
         )
         if ppl:
             series.setdefault(f"{config['method']} X{p_x:.0%}", []).append((fraction, ppl))
+    parts = [grid(results), common.table(header, rows, align="lrrrrrrrr")]
+    if dense_ppl:
+        parts.append(f"Dense perplexity (compute fraction 1): {dense_ppl:.2f}.")
+    parts += ["```text\n" + plot + "\n```" for plot in plots_of(series)]
+    return "\n\n".join(parts)
+
+
+def plots_of(series: dict[str, list[tuple[float, float]]]) -> list[str]:
+    """The plot of all points (one series per method), then one plot per method."""
     methods = sorted({name.split(" ")[0] for name in series})
     plots = [
         scatter_plot(
@@ -135,10 +172,60 @@ def render(
         title="all points: perplexity (log) vs (1 - p_w)(1 - p_x), one series per method",
         x_label="(1 - p_w)(1 - p_x): fraction of multiply-adds left",
     )
-    parts = [grid(results), common.table(header, rows, align="lrrrrrrrr")]
-    if dense_ppl:
-        parts.append(f"Dense perplexity (compute fraction 1): {dense_ppl:.2f}.")
-    parts += ["```text\n" + plot + "\n```" for plot in [combined, *plots]]
+    return [combined, *plots]
+
+
+def render_seeds(
+    results: list[tuple[str, dict[str, Any], dict[str, Any]]],
+    reference: dict[str, Any],
+    seeds: Sequence[int],
+) -> str:
+    """One row per grid point: perplexity mean ± sd over the seeds and each seed's value; the
+    grid and the plots show the means."""
+    dense = reference.get("ppl_dense")
+    header = (
+        "method",
+        "p_w",
+        "p_x",
+        "compute fraction",
+        "ppl mean ± sd",
+        "x dense",
+        *(f"seed {seed}" for seed in seeds),
+        "act. sparsity",
+        "wall s",
+    )
+    rows: list[tuple[str, ...]] = []
+    series: dict[str, list[tuple[float, float]]] = {}
+    means: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for (method, p_w, p_x), summaries in by_point(results).items():
+        ppl = common.seed_figures(summaries, seeds)
+        mean = ppl.mean
+        fraction = (1 - p_w) * (1 - p_x)
+        rows.append(
+            (
+                method,
+                f"{p_w:.2f}",
+                f"{p_x:.2f}",
+                f"{fraction:.3f}",
+                ppl.mean_sd(),
+                common.fmt(mean / dense) if mean and dense else "n/a",
+                *ppl.cells(),
+                common.pct(common.seed_figures(summaries, seeds, "eval_act_sparsity").mean),
+                common.fmt(common.seed_figures(summaries, seeds, "wall_s").mean, 0),
+            )
+        )
+        config = {"method": method, "weight_sparsity": p_w, "act_sparsity": p_x}
+        status = "finished" if mean is not None else "failed"
+        means.append(("mean", config, {"status": status, "ppl_pruned": mean}))
+        if mean:
+            series.setdefault(f"{method} X{p_x:.0%}", []).append((fraction, mean))
+    parts = [
+        "Means over the seeds:\n\n" + grid(means),
+        common.table(header, rows, align="lrrrrr" + "r" * (len(seeds) + 2)),
+    ]
+    if dense:
+        parts.append(f"Dense perplexity (compute fraction 1): {dense:.2f}.")
+    parts += ["```text\n" + plot + "\n```" for plot in plots_of(series)]
     return "\n\n".join(parts)
 
 

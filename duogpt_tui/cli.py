@@ -11,6 +11,7 @@ so ``duogpt --help`` is instant.
 
 from __future__ import annotations
 
+import json
 import threading
 import traceback
 from collections.abc import Callable, Generator, Sequence
@@ -123,6 +124,8 @@ def prune(
     if resume is not None:
         _resume(ctx, console, resume.expanduser(), values, json_output, debug)
     try:
+        if _given(ctx, "task_limit") and values["task_limit"] < 1:
+            raise InputError(f"--limit must be an integer >= 1, got {values['task_limit']}")
         config = build_config(**values)
         runner.preflight(config)
         run_dir = RunDir.create(
@@ -328,41 +331,64 @@ def evaluator() -> Callable[..., dict[str, Any]]:
         "eval": f"a run directory's, else {DEFAULTS.eval}",
         "eval_windows": f"a run directory's, else {DEFAULTS.eval_windows}",
         "seqlen": f"a run directory's evaluation window, else {DEFAULTS.seqlen}",
+        "eval_placement": f"a run directory's, else {DEFAULTS.eval_placement}",
         "act_sparsity": "a run directory's saved settings, else 0",
+        "task_limit": "each task's own",
     },
 )
 def eval_command(
     target: Annotated[
-        str,
+        str | None,
         typer.Argument(
             metavar="TARGET", help="A model spec or a pruned run directory.", show_default=False
         ),
-    ],
+    ] = None,
+    list_tasks: Annotated[
+        bool,
+        typer.Option("--list-tasks", help="List the zero-shot tasks, one per line, and exit."),
+    ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
     ] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     **values: Any,
 ) -> None:
-    """Perplexity of a model, or of a pruned run directory (with its activation sparsity).
+    """Perplexity of a model, or of a pruned run directory (with its activation sparsity);
+    with --tasks, its zero-shot accuracy instead.
 
-    For a run directory the protocol defaults to the run's own (text, windows, and the window
-    length its evaluation used), so
+    For a run directory the protocol defaults to the run's own (text, windows, their
+    placement, and the window length its evaluation used), so
     `duogpt eval RUN_DIR` reproduces the run's pruned perplexity.
     """
     console = stderr_console()
+    if list_tasks:
+        from solver.run.tasks import list_lines
+
+        typer.echo("\n".join(list_lines()))
+        return
     display = RunDisplay(console)
     try:
+        if target is None:
+            raise InputError("missing TARGET: name a model or a run directory (or --list-tasks)")
         base = _run_config_or_defaults(target)
         text = base.eval if values["eval"] is None else values["eval"]
         windows = base.eval_windows if values["eval_windows"] is None else values["eval_windows"]
         tokens = base.eval_len if values["seqlen"] is None else values["seqlen"]
+        placement = values["eval_placement"] or base.eval_placement
         act = values["act_sparsity"]
+        limit = values["task_limit"]
         if windows < 1:
             raise InputError(f"--eval-windows must be an integer >= 1, got {windows}")
+        if limit is not None and limit < 1:
+            raise InputError(f"--limit must be an integer >= 1, got {limit}")
         OPTION["seqlen"].validate(tokens)
+        OPTION["eval_placement"].validate(placement)
+        OPTION["tasks"].validate(values["tasks"])
         if act is not None:
             OPTION["act_sparsity"].validate(act)
+        task_names = _task_names(values["tasks"])
+        if task_names:
+            _notice(console, f"zero-shot tasks on {target}: {', '.join(task_names)}")
 
         def progress(done: int, total: int) -> None:
             display.show(ev.Progress(phase="eval", done=done, total=total, label=target))
@@ -376,6 +402,10 @@ def eval_command(
                 act_sparsity=act,
                 device=values["device"],
                 progress=progress,
+                placement=placement,
+                calib_text=base.calib if base is not DEFAULTS else None,
+                tasks=task_names,
+                limit=limit or 0,
             )
     except InputError as exc:
         _input_error(console, exc, debug, json_output)
@@ -388,21 +418,60 @@ def eval_command(
         _error_line(console, f"evaluation failed: {type(exc).__name__}: {first_line(exc)}")
         raise typer.Exit(ExitCode.FAILED) from None
     result = {"target": target, **result}
-    typer.echo(summary.to_json(result) if json_output else _eval_line(result))
+    if json_output:
+        typer.echo(summary.to_json(result))
+    elif "tasks" in result:
+        typer.echo(_tasks_lines(result))
+    else:
+        typer.echo(_eval_line(result))
+
+
+def _task_names(spec: str) -> list[str]:
+    """The names of ``--tasks``, checked (an unknown one is bad input, before anything loads).
+
+    Raises:
+        InputError: an unknown task, or a hub task whose data is missing offline.
+    """
+    if not spec.strip():
+        return []
+    from solver.run.tasks import check_tasks, parse_tasks
+
+    names = parse_tasks(spec)
+    check_tasks(names)
+    return names
+
+
+def _tasks_lines(result: dict[str, Any]) -> str:
+    """One line per task: its accuracy (± standard error), normalised accuracy and examples."""
+    rows = []
+    for name, row in result["tasks"].items():
+        acc, err = row.get("acc"), row.get("acc_stderr")
+        error = f" ± {err * 100:.1f}" if isinstance(err, float) else ""
+        rows.append(
+            f"{name}  acc {formatting.percent(acc)}{error}  "
+            f"acc_norm {formatting.percent(row.get('acc_norm'))}  n {row.get('n')}"
+        )
+    model = result.get("model", result["target"])
+    rows.append(f"{model}  X {formatting.percent(result.get('act_sparsity'))}")
+    return "\n".join(rows)
 
 
 def _run_config_or_defaults(target: str) -> RunConfig:
     """The run's configuration when ``target`` is a run directory, else the defaults.
 
-    A run that skipped evaluation (``eval_windows`` 0) gets the default number of windows.
+    A run that skipped evaluation (``eval_windows`` 0) gets the default number of windows; a run
+    recorded before ``--eval-placement`` existed evaluated its text's first windows.
     """
     path = Path(target).expanduser()
     if not (path / CONFIG_FILE).is_file():
         return DEFAULTS
     try:
         config = RunDir.open(path).config()
-    except InputError:
+        recorded = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (InputError, OSError, ValueError):
         return DEFAULTS
+    if isinstance(recorded, dict) and "eval_placement" not in recorded:
+        config = config.replace(eval_placement="first")  # a run from before the option existed
     return config if config.eval_windows > 0 else config.replace(eval_windows=DEFAULTS.eval_windows)
 
 

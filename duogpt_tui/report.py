@@ -68,6 +68,7 @@ def render_markdown(
         _title(view),
         _status(view),
         _headline(view),
+        _accuracy(view),
         _what_was_run(view),
         _configuration(view.config),
         _per_block(view),
@@ -227,6 +228,65 @@ def _headline(view: RunView) -> str:
     return "\n".join(lines)
 
 
+def _accuracy(view: RunView) -> str:
+    """The zero-shot task accuracies of the dense and the pruned model (``--tasks``)."""
+    dense, pruned = view.tasks("dense"), view.tasks("pruned")
+    if dense is None and pruned is None:
+        return ""
+    names: list[str] = []
+    for measured in (dense, pruned):
+        names += [name for name in (measured.tasks if measured else {}) if name not in names]
+    rows = []
+    for name in names:
+        low = dense.tasks.get(name, {}) if dense else {}
+        high = pruned.tasks.get(name, {}) if pruned else {}
+        change = NA
+        if _finite(low.get("acc")) and _finite(high.get("acc")):
+            change = f"{(high['acc'] - low['acc']) * 100:+.1f} pt"
+        rows.append(
+            (
+                f"`{_cell(name)}`",
+                _acc(low),
+                _acc(high),
+                change,
+                _pct(low.get("acc_norm")),
+                _pct(high.get("acc_norm")),
+                str(high.get("n") or low.get("n") or NA),
+            )
+        )
+    header = (
+        "task",
+        "dense acc",
+        "pruned acc",
+        "change",
+        "dense acc_norm",
+        "pruned acc_norm",
+        "examples",
+    )
+    lines = ["## Zero-shot accuracy", ""]
+    lines += _table(header, rows, align="lrrrrrr")
+    shown = pruned if pruned is not None else dense
+    limit = shown.limit if shown is not None else 0
+    per_task = f"{limit} examples per task" if limit else "each task's default number of examples"
+    act = (
+        f", the pruned model with {_pct(pruned.act_sparsity)} activation sparsity" if pruned else ""
+    )
+    lines += [
+        "",
+        f"Zero-shot through lm-evaluation-harness (± one standard error, in points); {per_task}"
+        f"{act}. acc_norm normalises each choice's log-likelihood by its length in bytes.",
+    ]
+    return "\n".join(lines)
+
+
+def _acc(row: dict[str, Any]) -> str:
+    """``61.0% ± 4.9`` (the standard error in points), or n/a."""
+    acc, err = row.get("acc"), row.get("acc_stderr")
+    if acc is None or not _finite(acc):
+        return NA
+    return _pct(acc) + (f" ± {err * 100:.1f}" if err is not None and _finite(err) else "")
+
+
 def _what_was_run(view: RunView) -> str:
     """Model, data, protocol, device, host and versions."""
     started, config = view.started, view.config
@@ -251,9 +311,17 @@ def _what_was_run(view: RunView) -> str:
     calib_text = _pairs(calib) if calib else _calib_from_config(config)
     lines.append(f"- Calibration data: {calib_text}")
     eval_text = _protocol_text(view, config)
-    if isinstance(eval_protocol, dict) and eval_protocol:
-        eval_text += f" ({_pairs(eval_protocol)})"
+    protocol = _measured_protocol(view) or (
+        eval_protocol if isinstance(eval_protocol, dict) else {}
+    )
+    shown = {k: v for k, v in protocol.items() if k != "token_spans"}
+    if shown:
+        eval_text += f" ({_pairs(shown)})"
     lines.append(f"- Evaluation: {eval_text}")
+    spans = protocol.get("token_spans")
+    if isinstance(spans, list) and spans:
+        where = ", ".join(f"[{span[0]}, {span[1]})" for span in spans)
+        lines.append(f"- Evaluation windows (token offsets in the held-out text): {where}")
     if started is not None:
         lines.append(f"- Device: `{started.device}`")
         if started.host:
@@ -517,6 +585,30 @@ def _headline_perplexities(view: RunView) -> list[tuple[str, ev.PerplexityMeasur
     return [(label, event) for label, event in found if event is not None]
 
 
+def _measured_protocol(view: RunView) -> dict[str, Any]:
+    """The protocol of the last reference perplexity (empty for runs recorded without one)."""
+    measured = [e for e in view.perplexities if e.label in PPL_LABELS and e.protocol]
+    return dict(measured[-1].protocol) if measured else {}
+
+
+def _placement_text(protocol: dict[str, Any]) -> str:
+    """Where the windows lie and what leads them: ``, spread evenly over its 289,337 tokens``."""
+    if not protocol:
+        return ""
+    total = protocol.get("text_tokens")
+    over = f"its {total:,} tokens" if isinstance(total, int) else "it"
+    where = {
+        "spread": f" spread evenly over {over}",
+        "first": f" from the start of {over}",
+    }.get(str(protocol.get("placement")), "")
+    held = ""
+    if protocol.get("calib_chars"):
+        start, end = protocol.get("chars", [NA, NA])
+        held = f" (characters {start}-{end}, held out from calibration)"
+    bos = ", each window starting with BOS" if protocol.get("bos") else ""
+    return f"{where}{held}{bos}"
+
+
 def _protocol_text(view: RunView, config: dict[str, Any] | None = None) -> str:
     """How perplexity was measured: text, windows x tokens (from the events, else the config)."""
     measured = [e for e in view.perplexities if e.label in PPL_LABELS]
@@ -524,8 +616,8 @@ def _protocol_text(view: RunView, config: dict[str, Any] | None = None) -> str:
         seen = []
         for e in measured:
             text = (
-                f"{e.text or NA}, {e.windows} non-overlapping windows x {e.seqlen} tokens, "
-                "activation sparsity on for every token"
+                f"{e.text or NA}, {e.windows} non-overlapping windows x {e.seqlen} tokens"
+                f"{_placement_text(e.protocol)}, activation sparsity on for every token"
             )
             if text not in seen:
                 seen.append(text)

@@ -30,6 +30,8 @@ RESULT_KEYS = (
     "ppl_dense",
     "ppl_dense_act",
     "ppl",
+    "protocol",
+    "tasks",
     "seconds",
     "peak_memory_mb",
     "blocks_done",
@@ -56,11 +58,19 @@ def run_result(
             with a view, which has its own).
 
     Returns:
-        A dict with :data:`RESULT_KEYS` (plus ``error`` and ``category`` when failed).
+        A dict with :data:`RESULT_KEYS` (plus ``error`` and ``category`` when failed):
+        ``protocol`` is how the perplexities were measured (the last reference perplexity's
+        protocol: text, text_sha256, text_tokens, token_spans...), ``tasks`` the zero-shot task
+        scores by label (``{"dense": {task: {"acc", ...}}, "pruned": {...}}``; None without
+        ``--tasks``).
     """
     view = events if isinstance(events, RunView) else RunView.of(events, config)
     head = view.headline()
     result: dict[str, Any] = {key: head.get(key) for key in RESULT_KEYS}
+    references = list(view.reference_perplexities().values())
+    result["protocol"] = dict(references[-1].protocol) if references else None
+    scores = {event.label: dict(event.tasks) for event in view.task_scores}
+    result["tasks"] = scores or None
     result["run_dir"] = str(run_dir) if run_dir is not None else None
     report = run_dir / REPORT_FILE if run_dir is not None else None
     result["report"] = str(report) if report is not None and report.is_file() else None
@@ -110,6 +120,9 @@ def one_line(result: dict[str, Any]) -> str:
         if dense_act is not None:
             ppl += f" (dense+X {number(dense_act)})"
         parts.append(ppl)
+    for label, tasks in (result.get("tasks") or {}).items():
+        scores = ", ".join(f"{name} {percent(row.get('acc'))}" for name, row in tasks.items())
+        parts.append(f"{label} acc: {scores}")
     if result.get("seconds") is not None:
         parts.append(f"{number(result['seconds'], 1)}s")
     if result.get("run_dir"):

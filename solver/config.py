@@ -30,6 +30,21 @@ DTYPES = ("float32", "bfloat16", "float16")
 DAMPING_RULES = ("mean", "median", "channel")
 MASK_SCOPES = ("block", "row")
 ALPHA_SELECTIONS = ("fixed", "heldout")
+EVAL_PLACEMENTS = ("spread", "first")
+
+
+def check_tasks(tasks: object) -> None:
+    """A comma-separated list of task names (whether each exists is checked at pre-flight).
+
+    Raises:
+        InputError: not a string, or an empty name between commas.
+    """
+    if not isinstance(tasks, str):
+        raise InputError(f"--tasks must be comma-separated task names, got {tasks!r}")
+    names = [name.strip() for name in tasks.split(",")]
+    if tasks.strip() and not all(names):
+        raise InputError(f"--tasks has an empty name in {tasks!r}: use NAME[,NAME...]")
+
 
 FRACTION = Bounds(0, 1)
 """``[0, 1)``."""
@@ -167,6 +182,32 @@ class RunConfig:
     eval_seqlen: int = option(
         0, "Tokens per evaluation window; 0 means --seqlen.", "evaluation", bounds=Bounds(0)
     )
+    eval_placement: str = option(
+        "spread",
+        "Where the evaluation windows lie in the held-out text: {choices} (spread: evenly over "
+        "all of it; first: its first windows).",
+        "evaluation",
+        choices=EVAL_PLACEMENTS,
+        noun="evaluation placement",
+        eval_help="Where the windows lie: {choices} (spread: evenly over the held-out text).",
+    )
+    tasks: str = option(
+        "",
+        "Zero-shot tasks (comma-separated; `duogpt eval --list-tasks`) run on the dense and "
+        "the pruned model.",
+        "evaluation",
+        check=check_tasks,
+        eval_help="Zero-shot tasks to run instead of perplexity (comma-separated; see "
+        "--list-tasks).",
+    )
+    task_limit: int = option(
+        0,
+        "Examples per zero-shot task; 0 = each task's default.",
+        "evaluation",
+        flag="--limit",
+        bounds=Bounds(0),
+        eval_help="Examples per task (default: each task's own limit).",
+    )
     eval_dense: bool = option(
         True, "Also measure the dense model (with and without activation sparsity).", "evaluation"
     )
@@ -253,6 +294,12 @@ class RunConfig:
         off_flag="--all-at-once",
     )
     batch_size: int = option(8, "Sequences per forward pass.", "machine", bounds=Bounds(1))
+    nproc: int = option(
+        1,
+        "Processes that share the calibration (data parallel, torch.distributed).",
+        "machine",
+        bounds=Bounds(1),
+    )
     proxy_every: int = option(
         0,
         "Proxy perplexity every N blocks; 0 = off.",

@@ -167,6 +167,9 @@ class PerplexityMeasured(Event):
         act_sparsity: activation sparsity applied during evaluation.
         block: for ``proxy``, the last block pruned; otherwise -1.
         seconds: wall time of the evaluation.
+        protocol: how the windows were cut (:func:`solver.io.data.eval_sample`): ``text``,
+            ``text_sha256``, ``chars``, ``text_tokens``, ``placement``, ``token_spans``, ``bos``,
+            ``tokenizer``... Empty in runs recorded before it existed.
     """
 
     kind: ClassVar[str] = "perplexity"
@@ -177,6 +180,29 @@ class PerplexityMeasured(Event):
     seqlen: int = 0
     act_sparsity: float = 0.0
     block: int = -1
+    seconds: float = 0.0
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TasksMeasured(Event):
+    """Zero-shot task accuracies of the model (lm-evaluation-harness, ALGORITHM.md §7).
+
+    Attributes:
+        label: ``dense`` (before pruning, dense activations) or ``pruned`` (the final model,
+            with the run's activation sparsity).
+        tasks: task name -> ``{"acc", "acc_norm", "acc_stderr", "n"}`` (a figure the task
+            does not define is None; ``n`` is the number of examples scored).
+        limit: the examples asked for per task (0: each task's default).
+        act_sparsity: activation sparsity measured during the evaluation.
+        seconds: wall time of all the tasks.
+    """
+
+    kind: ClassVar[str] = "tasks"
+    label: str = ""
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    limit: int = 0
+    act_sparsity: float = 0.0
     seconds: float = 0.0
 
 
@@ -249,6 +275,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         LayerSolved,
         BlockFinished,
         PerplexityMeasured,
+        TasksMeasured,
         Note,
         Finished,
         Cancelled,

@@ -5,18 +5,25 @@
   a local UTF-8 ``.txt`` or ``.jsonl`` file, or ``wikitext2`` / ``c4`` through ``datasets``
   (which needs the hub or a local datasets cache; offline it fails in seconds).
 * :func:`calibration_batch` draws seeded random windows of tokens without tokenising the whole
-  corpus; :func:`eval_windows` takes the first non-overlapping windows of a text, and
-  :func:`eval_protocol` records how, so that every perplexity comes with its protocol.
+  corpus; :func:`eval_sample` cuts non-overlapping windows spread evenly over the held-out text
+  (or its first windows) and records how (its ``protocol``), so that every perplexity comes
+  with its protocol.
+* :func:`held_out_cut`: when calibration and evaluation name the same text, calibration draws
+  from its first part and evaluation from the rest, so they never share a token.
+* BOS: when the tokenizer adds BOS by default (:func:`adds_bos`), every calibration sequence and
+  every evaluation window starts with it, and ``--seqlen`` counts it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import lzma
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,10 +36,15 @@ from solver.io.models import hub_reachable
 __all__ = [
     "BUILTIN_TEXTS",
     "HUB_TEXTS",
+    "PLACEMENTS",
+    "EvalSample",
+    "adds_bos",
     "calibration_batch",
-    "eval_protocol",
+    "eval_sample",
     "eval_windows",
+    "held_out_cut",
     "load_text",
+    "text_sha256",
 ]
 
 BUILTIN_TEXTS: dict[str, str] = {
@@ -67,7 +79,6 @@ _TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".md", ".xz", ".gz", ".text")
 
 CHARS_PER_TOKEN_CHUNK = 12  # characters tokenised per wanted token when sampling a window
 FULL_TOKENIZE_FACTOR = 1  # tokenise the whole text when it is shorter than all chunks together
-EVAL_MARGIN_TOKENS = 64  # tokens past the last window that must exist, so a cut prefix is safe
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +189,7 @@ def _hub_text(name: str) -> str:
     """WikiText-2 (test) or C4 (en, validation shard 0) through ``datasets``."""
     online = hub_reachable()
     try:
-        with _datasets_offline(not online), _quiet_datasets():
+        with datasets_offline(not online), quiet_datasets():
             import datasets
 
             if name == "wikitext2":
@@ -209,7 +220,7 @@ def _hub_text(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _datasets_offline(offline: bool) -> Iterator[None]:
+def datasets_offline(offline: bool) -> Iterator[None]:
     """Put ``datasets`` and the hub client in offline mode for the duration (cache only)."""
     if not offline:
         yield
@@ -227,7 +238,7 @@ def _datasets_offline(offline: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
+def quiet_datasets() -> Iterator[None]:
     import datasets
 
     verbosity = datasets.logging.get_verbosity()
@@ -267,6 +278,7 @@ def calibration_batch(
     seed: int,
     *,
     name: str = "text",
+    bos: bool | None = None,
 ) -> torch.Tensor:
     """Seeded random windows of ``seqlen`` consecutive tokens from a text.
 
@@ -274,7 +286,9 @@ def calibration_batch(
     ``seqlen * 12`` characters at a seeded random character offset (a bigger one if that gives
     too few tokens), drops the chunk's first token (it may be a cut word) and keeps the next
     ``seqlen``. Texts shorter than all the chunks together are tokenised whole instead (that is
-    cheaper) and sampled at seeded random token offsets. No special tokens are added.
+    cheaper) and sampled at seeded random token offsets. When the tokenizer adds BOS by default
+    (:func:`adds_bos`), each sequence is BOS followed by ``seqlen - 1`` text tokens (``seqlen``
+    counts the BOS); otherwise no special tokens are added.
 
     Args:
         tokenizer: a Hugging Face tokenizer.
@@ -283,6 +297,7 @@ def calibration_batch(
         seqlen: tokens per window.
         seed: the same seed gives the same batch.
         name: the text's name, for error messages.
+        bos: start each sequence with BOS; None: when the tokenizer adds it by default.
 
     Returns:
         ``[nsamples, seqlen]`` token ids (int64).
@@ -292,25 +307,30 @@ def calibration_batch(
     """
     _check_positive("--nsamples", nsamples)
     _check_positive("--seqlen", seqlen)
+    with_bos = adds_bos(tokenizer) if bos is None else bool(bos)
+    prefix = [int(tokenizer.bos_token_id)] if with_bos else []
+    body = seqlen - len(prefix)  # text tokens per sequence
+    if body < 1:
+        raise InputError(f"--seqlen must be at least 2 with a BOS token, got {seqlen}")
     rng = random.Random(seed)
-    chunk = seqlen * CHARS_PER_TOKEN_CHUNK
+    chunk = body * CHARS_PER_TOKEN_CHUNK
     if len(text) >= FULL_TOKENIZE_FACTOR * nsamples * chunk:
         rows = [
-            _window_at_random_offset(tokenizer, text, seqlen, chunk, rng) for _ in range(nsamples)
+            _window_at_random_offset(tokenizer, text, body, chunk, rng) for _ in range(nsamples)
         ]
         if all(row is not None for row in rows):
-            return torch.tensor(rows, dtype=torch.long)
+            return torch.tensor([prefix + row for row in rows if row is not None], dtype=torch.long)
     tokens = _encode(tokenizer, text)
-    need = nsamples * seqlen
+    need = nsamples * body
     if len(tokens) < need:
         raise InputError(
             f"calibration text '{name}' has only {len(tokens)} tokens, fewer than nsamples x "
-            f"seqlen = {nsamples} x {seqlen} = {need}; use a longer text or fewer --nsamples / "
-            "a shorter --seqlen"
+            f"{'(seqlen - 1 for BOS)' if prefix else 'seqlen'} = {nsamples} x {body} = {need}; "
+            "use a longer text or fewer --nsamples / a shorter --seqlen"
         )
     rng = random.Random(seed)
-    starts = [rng.randrange(len(tokens) - seqlen + 1) for _ in range(nsamples)]
-    return torch.tensor([tokens[s : s + seqlen] for s in starts], dtype=torch.long)
+    starts = [rng.randrange(len(tokens) - body + 1) for _ in range(nsamples)]
+    return torch.tensor([prefix + tokens[s : s + body] for s in starts], dtype=torch.long)
 
 
 def _window_at_random_offset(
@@ -330,71 +350,183 @@ def _window_at_random_offset(
         offset = min(offset, max(0, len(text) - size))
 
 
+PLACEMENTS = ("spread", "first")
+"""Where the evaluation windows lie in the held-out text: evenly over all of it, or its start."""
+
+
+@dataclass(frozen=True)
+class EvalSample:
+    """Evaluation windows and the protocol that cut them (recorded with every figure).
+
+    Attributes:
+        windows: ``[W, S]`` token ids (int64); each row starts with BOS when ``protocol["bos"]``.
+        protocol: how the windows were cut (:func:`eval_sample` lists the keys).
+    """
+
+    windows: torch.Tensor
+    protocol: dict[str, Any]
+
+
+def eval_sample(
+    tokenizer: Any,
+    text: str,
+    windows: int,
+    seqlen: int,
+    *,
+    name: str = "text",
+    placement: str = "spread",
+    chars: tuple[int, int] | None = None,
+    bos: bool | None = None,
+) -> EvalSample:
+    """Non-overlapping windows of ``seqlen`` tokens from the held-out part of a text.
+
+    The held-out part (``text[chars[0]:chars[1]]``, all of it by default) is tokenised whole, so
+    the windows are exact slices of its token sequence and their ``[start, end)`` token offsets
+    are recorded. With ``placement="spread"`` the part is cut into ``W`` equal segments and each
+    window is centred in its own segment, so the windows sample the whole text evenly; with
+    ``"first"`` they are its first ``W`` windows, one after the other. When the tokenizer adds
+    BOS by default, every window is BOS followed by ``seqlen - 1`` text tokens (``seqlen``
+    counts the BOS); otherwise no special tokens are added.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        text: the whole evaluation text (its SHA-256 is recorded).
+        windows: how many windows are wanted (0 gives an empty ``[0, seqlen]`` tensor).
+        seqlen: tokens per window.
+        name: the text's name, for the protocol and error messages.
+        placement: ``spread`` or ``first`` (:data:`PLACEMENTS`).
+        chars: the held-out part, ``[start, end)`` in characters; None: the whole text.
+        bos: start each window with BOS; None: when the tokenizer adds it by default.
+
+    Returns:
+        The windows (``W <= windows``: fewer when the part is short) and the protocol: ``text``,
+        ``text_sha256``, ``chars``, ``text_tokens`` (the held-out part's length in tokens),
+        ``placement``, ``windows``, ``seqlen``, ``tokens`` (all window tokens), ``token_spans``
+        (each window's ``[start, end)`` text-token offsets in the held-out part, BOS excluded),
+        ``bos``, ``tokenizer`` and ``overlap`` (0: the windows never share a token).
+
+    Raises:
+        InputError: bad sizes or placement, or the part has fewer tokens than one window.
+    """
+    if not isinstance(windows, int) or isinstance(windows, bool) or windows < 0:
+        raise InputError(f"--eval-windows must be an integer >= 0, got {windows!r}")
+    _check_positive("--seqlen", seqlen)
+    if placement not in PLACEMENTS:
+        raise InputError(
+            f"unknown evaluation placement {placement!r}: use {' or '.join(PLACEMENTS)}"
+        )
+    with_bos = adds_bos(tokenizer) if bos is None else bool(bos)
+    body = seqlen - 1 if with_bos else seqlen  # text tokens per window
+    if body < 1:
+        raise InputError(f"--seqlen must be at least 2 with a BOS token, got {seqlen}")
+    start, end = chars if chars is not None else (0, len(text))
+    tokens = _encode(tokenizer, text[start:end]) if windows > 0 else []
+    count = min(windows, len(tokens) // body)
+    if windows > 0 and count == 0:
+        raise InputError(
+            f"evaluation text '{name}' has only {len(tokens)} tokens, fewer than one window of "
+            f"--seqlen {seqlen}: use a longer text or a shorter --seqlen"
+        )
+    starts = window_starts(len(tokens), count, body, placement)
+    prefix = [int(tokenizer.bos_token_id)] if with_bos else []
+    rows = [prefix + tokens[s : s + body] for s in starts]
+    tensor = (
+        torch.tensor(rows, dtype=torch.long) if rows else torch.empty((0, seqlen), dtype=torch.long)
+    )
+    protocol: dict[str, Any] = {
+        "text": name,
+        "text_sha256": text_sha256(text),
+        "chars": [start, end],
+        "text_tokens": len(tokens),
+        "placement": placement,
+        "windows": count,
+        "seqlen": seqlen,
+        "tokens": count * seqlen,
+        "token_spans": [[s, s + body] for s in starts],
+        "bos": with_bos,
+        "tokenizer": _tokenizer_label(tokenizer),
+        "overlap": 0,
+    }
+    return EvalSample(tensor, protocol)
+
+
+def window_starts(total: int, count: int, length: int, placement: str) -> list[int]:
+    """Start offsets of ``count`` non-overlapping windows of ``length`` in ``total`` tokens.
+
+    ``first``: ``0, length, 2 * length...``. ``spread``: the tokens are cut into ``count``
+    equal segments (each at least ``length`` long, since ``count * length <= total``) and each
+    window is centred in its segment, so consecutive starts are at least ``length`` apart.
+    """
+    if count <= 0:
+        return []
+    if placement == "first":
+        return [i * length for i in range(count)]
+    starts = [(2 * i + 1) * total // (2 * count) - length // 2 for i in range(count)]
+    return [min(max(0, s), total - length) for s in starts]
+
+
 def eval_windows(
     tokenizer: Any, text: str, windows: int, seqlen: int, *, name: str = "text"
 ) -> torch.Tensor:
     """The first ``windows`` non-overlapping windows of ``seqlen`` tokens of a text.
 
-    Only as much of the text's beginning is tokenised as the windows need (plus a margin, so the
-    cut at the end of the prefix cannot change the tokens kept). No BOS or other special tokens.
-
-    Args:
-        tokenizer: a Hugging Face tokenizer.
-        text: the evaluation text.
-        windows: how many windows are wanted (0 gives an empty ``[0, seqlen]`` tensor).
-        seqlen: tokens per window.
-        name: the text's name, for error messages.
-
-    Returns:
-        ``[W, seqlen]`` token ids (int64) with ``W <= windows``: fewer when the text is short
-        (the caller records the count, see :func:`eval_protocol`).
+    The ``first`` placement of :func:`eval_sample` (which also gives the protocol); BOS leads
+    each window when the tokenizer adds it by default.
 
     Raises:
         InputError: negative sizes, or the text has fewer tokens than one window.
     """
-    if not isinstance(windows, int) or windows < 0:
-        raise InputError(f"--eval-windows must be an integer >= 0, got {windows!r}")
-    _check_positive("--seqlen", seqlen)
-    if windows == 0:
-        return torch.empty((0, seqlen), dtype=torch.long)
-    need = windows * seqlen
-    size = max(1024, need * 6)
-    while True:
-        whole = size >= len(text)
-        tokens = _encode(tokenizer, text if whole else text[:size])
-        if whole or len(tokens) >= need + EVAL_MARGIN_TOKENS:
-            break
-        size *= 2
-    count = min(windows, len(tokens) // seqlen)
-    if count == 0:
-        raise InputError(
-            f"evaluation text '{name}' has only {len(tokens)} tokens, fewer than one window of "
-            f"--seqlen {seqlen}: use a longer text or a shorter --seqlen"
-        )
-    return torch.tensor(tokens[: count * seqlen], dtype=torch.long).view(count, seqlen)
+    return eval_sample(tokenizer, text, windows, seqlen, name=name, placement="first").windows
 
 
-def eval_protocol(name: str, windows: torch.Tensor, tokenizer: Any) -> dict[str, Any]:
-    """How an evaluation was cut, to be recorded with every perplexity (ALGORITHM.md §7).
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer puts a BOS token in front of a text by default.
 
-    Args:
-        name: the text's name.
-        windows: the ``[W, S]`` windows from :func:`eval_windows`.
-        tokenizer: the tokenizer that cut them.
+    Such models (Gemma, LLaMA-2...) are trained with it, and their perplexity is far worse
+    without it, so calibration sequences and evaluation windows start with it.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    try:
+        ids = list(tokenizer("a", verbose=False)["input_ids"])
+    except (TypeError, KeyError):
+        return False
+    return bool(ids) and ids[0] == bos
+
+
+def text_sha256(text: str) -> str:
+    """The SHA-256 of a text's UTF-8 bytes (hex): which text a figure was measured on."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+HELD_OUT_FRACTION = 0.5
+"""When calibration and evaluation name the same text, the evaluation keeps its last half."""
+
+
+def held_out_cut(calib_text: str, eval_text: str) -> int | None:
+    """Where a text given as both calibration and evaluation text is cut, or None.
+
+    When the two texts are the same (the same characters, whatever their names), calibration
+    draws only from ``text[:cut]`` and evaluation only from ``text[cut:]``, so no evaluated
+    token was seen in calibration. The cut is the paragraph break (else the line break, else
+    the space) nearest to :data:`HELD_OUT_FRACTION` of the text, or exactly there.
 
     Returns:
-        ``{"text", "windows", "seqlen", "tokens", "bos", "tokenizer", "overlap"}``.
+        The cut's character offset; None when the texts differ (each is used whole).
     """
-    count, seqlen = (int(d) for d in windows.shape)
-    return {
-        "text": name,
-        "windows": count,
-        "seqlen": seqlen,
-        "tokens": count * seqlen,
-        "bos": False,
-        "tokenizer": _tokenizer_label(tokenizer),
-        "overlap": 0,
-    }
+    if calib_text != eval_text or len(eval_text) < 2:
+        return None
+    middle = int(len(eval_text) * (1 - HELD_OUT_FRACTION))
+    reach = len(eval_text) // 20
+    for mark in ("\n\n", "\n", " "):
+        after = eval_text.find(mark, middle, middle + reach)
+        before = eval_text.rfind(mark, middle - reach, middle)
+        found = [p for p in (after, before) if p > 0]
+        if found:
+            best = min(found, key=lambda p: abs(p - middle))
+            return best + len(mark)
+    return middle
 
 
 def _tokenizer_label(tokenizer: Any) -> str:

@@ -1,4 +1,5 @@
-"""Perplexity of a model or of a pruned run directory, with its activation sparsity.
+"""Perplexity or zero-shot accuracy of a model or of a pruned run directory, with its
+activation sparsity.
 
 ``duogpt eval RUN_DIR`` reproduces a run's perplexity: the run's ``model/`` folder holds the
 pruned weights and ``activation_sparsity.json`` (the rule, the sparsity and, for the threshold
@@ -9,7 +10,7 @@ rule, the calibrated thresholds), so evaluation applies exactly what the run app
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,15 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    placement: str = "spread",
+    calib_text: str | None = None,
+    tasks: Sequence[str] = (),
+    limit: int = 0,
 ) -> dict[str, Any]:
-    """Perplexity of ``target`` on ``windows`` x ``seqlen`` tokens of ``eval_text``.
+    """Perplexity of ``target`` on ``windows`` x ``seqlen`` tokens of ``eval_text``, or its
+    zero-shot accuracy on ``tasks``.
+
+    The model is loaded once; perplexity and tasks run with the same activation-sparsity hooks.
 
     Args:
         target: a model spec (built-in name, folder, .gguf, hub id) or a run directory.
@@ -59,19 +67,29 @@ def evaluate(
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: windows per forward pass.
         progress: called with ``(done, total)`` windows.
+        placement: where the windows lie in the held-out text (``spread`` or ``first``).
+        calib_text: the run's calibration text (same forms as ``--calib``): when it is the
+            evaluation text, only the part calibration did not see is evaluated, as in the run.
+        tasks: zero-shot task names; when given, the tasks run instead of the perplexity.
+        limit: examples per task (0: each task's default).
 
     Returns:
-        ``{"model", "ppl", "act_sparsity" (measured), "act_rule", "protocol"}``.
+        ``{"model", "ppl", "act_sparsity" (measured), "act_rule", "protocol"}``; with tasks,
+        ``{"model", "tasks", "limit", "act_sparsity", "act_rule"}`` (``tasks``: name ->
+        ``{"acc", "acc_norm", "acc_stderr", "n"}``).
 
     Raises:
-        InputError: bad target, text or option.
+        InputError: bad target, text, task or option.
     """
-    from solver.io.data import eval_protocol, eval_windows, load_text
+    from solver.io.data import eval_sample, held_out_cut, load_text
     from solver.io.models import load_model
     from solver.run.perplexity import perplexity
+    from solver.run.tasks import check_tasks, run_tasks
 
     if act_sparsity is not None and not 0 <= act_sparsity < 1:
         raise InputError(f"--act-sparsity must be a number in [0, 1), got {act_sparsity!r}")
+    if tasks:
+        check_tasks(list(tasks))  # before the model loads: a bad name costs nothing
     torch_device = system.resolve_device(device)
     model_dir = run_model_dir(target)
     settings: dict[str, Any] = {"sparsity": 0.0, "rule": "topk", "thresholds": {}}
@@ -82,21 +100,46 @@ def evaluate(
         loaded = load_model(target)
     if act_sparsity is not None:
         settings = {"sparsity": act_sparsity, "rule": "topk", "thresholds": {}}
-    name, text = load_text(eval_text)
-    tokens = eval_windows(loaded.tokenizer, text, windows, seqlen)
     adapter = find_adapter(loaded.model)
     sparsity = float(settings["sparsity"])
     sparsifier = ActivationSparsifier(sparsity, settings["rule"], settings.get("thresholds") or {})
     model: nn.Module = loaded.model
+    name = str(model_dir.parent) if model_dir is not None else loaded.name
+    if tasks:
+        model.to(torch_device)
+        with sparsifier.attach(adapter.all_linears(model) if sparsity > 0 else {}):
+            scores = run_tasks(
+                model, loaded.tokenizer, list(tasks), limit=limit, batch_size=batch_size
+            )
+        return {
+            "model": name,
+            "tasks": scores,
+            "limit": limit,
+            "act_sparsity": sparsifier.mean_measured() if sparsity > 0 else 0.0,
+            "act_rule": settings["rule"],
+        }
+    text_name, text = load_text(eval_text)
+    cut = held_out_cut(load_text(calib_text)[1], text) if calib_text else None
+    sample = eval_sample(
+        loaded.tokenizer,
+        text,
+        windows,
+        seqlen,
+        name=text_name,
+        placement=placement,
+        chars=(cut, len(text)) if cut is not None else None,
+    )
+    if cut is not None:
+        sample.protocol["calib_chars"] = [0, cut]
     model.to(torch_device)
     with sparsifier.attach(adapter.all_linears(model) if sparsity > 0 else {}):
         ppl = perplexity(
-            model, tokens, device=torch_device, batch_size=batch_size, progress=progress
+            model, sample.windows, device=torch_device, batch_size=batch_size, progress=progress
         )
     return {
-        "model": str(model_dir.parent) if model_dir is not None else loaded.name,
+        "model": name,
         "ppl": float(ppl),
         "act_sparsity": sparsifier.mean_measured() if sparsity > 0 else 0.0,
         "act_rule": settings["rule"],
-        "protocol": eval_protocol(name, tokens, loaded.tokenizer),
+        "protocol": sample.protocol,
     }

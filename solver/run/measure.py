@@ -1,8 +1,10 @@
-"""Perplexity measured during a run, as events (ALGORITHM.md §7).
+"""Perplexity and task accuracy measured during a run, as events (ALGORITHM.md §7).
 
 The dense model before pruning (with and without activation sparsity), a cheap proxy after
 every few blocks, and the pruned model at the end: each is one :class:`PerplexityMeasured`
-event carrying its protocol, with :class:`Progress` events while it runs.
+event carrying its protocol, with :class:`Progress` events while it runs. With ``--tasks``, the
+dense model (before pruning) and the pruned model (with the run's activation sparsity) are also
+scored on zero-shot tasks: one :class:`TasksMeasured` event each.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from solver.events import Event, PerplexityMeasured, Progress
+from solver.events import Event, PerplexityMeasured, Progress, TasksMeasured
 from solver.math.activations import ActivationSparsifier
 from solver.run.adapters import ModelAdapter
 from solver.run.context import RunContext
@@ -58,7 +60,7 @@ def evaluate(
     run.phase = PHASES.get(label, f"during the {label} evaluation after block {upto_block}")
     linears = adapter.all_linears(model)
     if upto_block is not None:
-        prefixes = tuple(f"model.layers.{i}." for i in range(upto_block + 1))
+        prefixes = tuple(adapter.prefix(i) for i in range(upto_block + 1))
         linears = {k: v for k, v in linears.items() if k.startswith(prefixes)}
     p_x = run.config.act_sparsity if sparse else 0.0
     sparsifier = ActivationSparsifier(p_x, run.config.act_rule, dict(run.thresholds))
@@ -97,5 +99,75 @@ def evaluate(
         seqlen=int(windows.shape[1]),
         act_sparsity=float(measured),
         block=-1 if upto_block is None else upto_block,
+        seconds=round(seconds, 3),
+        protocol=_protocol_of(protocol, total),
+    )
+
+
+def _protocol_of(protocol: dict[str, Any], count: int) -> dict[str, Any]:
+    """The protocol of the first ``count`` of its windows (a proxy evaluates fewer)."""
+    if not protocol or count == protocol.get("windows", count):
+        return dict(protocol)
+    seqlen = int(protocol.get("seqlen", 0))
+    spans = list(protocol.get("token_spans", []))[:count]
+    return {**protocol, "windows": count, "tokens": count * seqlen, "token_spans": spans}
+
+
+def evaluate_tasks(
+    run: RunContext,
+    model: nn.Module,
+    adapter: ModelAdapter,
+    tokenizer: Any,
+    label: str,
+    *,
+    sparse: bool = True,
+) -> Iterator[Event]:
+    """Zero-shot accuracy of the model now on the run's ``--tasks`` (one :class:`TasksMeasured`).
+
+    The same model object (moved to the run's device, then back to CPU) and, if ``sparse``, the
+    same activation-sparsity hooks as the perplexity evaluation.
+
+    Args:
+        run: the run (its config names the tasks and the limit).
+        model: the model.
+        adapter: the model's family adapter.
+        tokenizer: the model's tokenizer.
+        label: ``dense`` or ``pruned``.
+        sparse: apply the run's activation sparsity.
+    """
+    from solver.run.tasks import parse_tasks, run_tasks
+
+    names = parse_tasks(run.config.tasks)
+    if not names:
+        return
+    tick = time.monotonic()
+    run.phase = f"during the zero-shot tasks of the {label} model"
+    run.check_cancel()
+    yield Progress(t=run.t(), phase="tasks", done=0, total=len(names), label=label)
+    p_x = run.config.act_sparsity if sparse else 0.0
+    sparsifier = ActivationSparsifier(p_x, run.config.act_rule, dict(run.thresholds))
+    linears = adapter.all_linears(model)
+    model.to(run.device)
+    try:
+        with sparsifier.attach(linears if p_x > 0 else {}):
+            scores = run_tasks(
+                model,
+                tokenizer,
+                names,
+                limit=run.config.task_limit,
+                batch_size=run.config.batch_size,
+            )
+        measured = sparsifier.mean_measured() if p_x > 0 else 0.0
+    finally:
+        model.to("cpu")
+    seconds = time.monotonic() - tick
+    run.timings["eval"] += seconds
+    yield Progress(t=run.t(), phase="tasks", done=len(names), total=len(names), label=label)
+    yield TasksMeasured(
+        t=run.t(),
+        label=label,
+        tasks=scores,
+        limit=run.config.task_limit,
+        act_sparsity=float(measured),
         seconds=round(seconds, 3),
     )

@@ -50,12 +50,17 @@ def other_value(spec: Option) -> Any:
 # --------------------------------------------------------------------- the registry
 
 
+RENAMED = {"task_limit": "--limit"}
+"""Options whose flag is not their field's name (the issue's ``--limit``)."""
+
+
 def test_every_field_is_one_option_with_its_type_and_default() -> None:
     fields = dataclasses.fields(RunConfig)
     assert [spec.name for spec in OPTIONS] == [f.name for f in fields]
     for spec, item in zip(OPTIONS, fields, strict=True):
         assert spec.default == item.default and isinstance(spec.default, spec.type), spec.name
-        assert spec.flag == "--" + spec.name.replace("_", "-") or spec.type is bool, spec.name
+        flag = RENAMED.get(spec.name, "--" + spec.name.replace("_", "-"))
+        assert spec.flag == flag or spec.type is bool, spec.name
         assert spec.help and spec.group, spec.name
         assert not spec.choices or spec.default in spec.choices, spec.name
     assert len({flag for spec in OPTIONS for flag in flags(spec)}) == sum(
@@ -71,7 +76,10 @@ def test_surfaces_follow_the_declarations() -> None:
         "act_sparsity",
         "seqlen",
         "eval_windows",
+        "eval_placement",
         "device",
+        "tasks",
+        "task_limit",
     }
     setup = options_on(Surface.SETUP)
     assert all(spec.form is not None for spec in setup)

@@ -6,6 +6,7 @@ with a golden file. The fake sources have the signature of ``solver.run.pipeline
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -180,7 +181,7 @@ def failed_run(category: str = "run") -> list[ev.Event]:
 
 def every_event_type() -> list[ev.Event]:
     """One event of every kind (for the JSONL round trip)."""
-    events = finished_run() + cancelled_run()[-1:] + failed_run()[-1:]
+    events = run_with_tasks() + cancelled_run()[-1:] + failed_run()[-1:]
     assert {e.kind for e in events} == set(ev.EVENT_TYPES)
     return events
 
@@ -251,3 +252,68 @@ def waiting_source(honour_cancel: bool = True, timeout_s: float = 30.0) -> Any:
         yield ev.Failed(t=2.0, error="the test source timed out", block=0)
 
     return source
+
+
+PROTOCOL: dict[str, Any] = {
+    "text": "moby-dick",
+    "text_sha256": "ab" * 32,
+    "chars": [0, 1000],
+    "text_tokens": 1000,
+    "placement": "spread",
+    "windows": 2,
+    "seqlen": 32,
+    "tokens": 64,
+    "token_spans": [[0, 32], [500, 532]],
+    "bos": False,
+    "tokenizer": "tiny-random (TokenizersBackend, vocab 260)",
+    "overlap": 0,
+}
+"""The evaluation protocol of :func:`run_with_tasks`."""
+
+
+def run_with_tasks() -> list[ev.Event]:
+    """:func:`finished_run` with the protocol on every perplexity, and zero-shot task scores of
+    the dense and the pruned model (``--tasks spam_ham,next_sentence``)."""
+    out: list[ev.Event] = []
+    for event in finished_run():
+        if isinstance(event, ev.PerplexityMeasured):
+            spans = PROTOCOL["token_spans"][: event.windows]
+            protocol = {**PROTOCOL, "windows": event.windows, "token_spans": spans}
+            event = dataclasses.replace(event, protocol=protocol)
+        if isinstance(event, ev.Finished):
+            out.append(
+                ev.TasksMeasured(
+                    t=4.8,
+                    label="pruned",
+                    tasks={
+                        "spam_ham": {"acc": 0.55, "acc_norm": 0.5, "acc_stderr": 0.05, "n": 100},
+                        "next_sentence": {
+                            "acc": 0.3,
+                            "acc_norm": 0.35,
+                            "acc_stderr": 0.0593,
+                            "n": 60,
+                        },
+                    },
+                    act_sparsity=0.49,
+                    seconds=30.5,
+                )
+            )
+        out.append(event)
+        if isinstance(event, ev.PerplexityMeasured) and event.label == "dense_act":
+            out.append(
+                ev.TasksMeasured(
+                    t=1.55,
+                    label="dense",
+                    tasks={
+                        "spam_ham": {"acc": 0.6, "acc_norm": 0.52, "acc_stderr": 0.0492, "n": 100},
+                        "next_sentence": {
+                            "acc": 0.4,
+                            "acc_norm": 0.45,
+                            "acc_stderr": 0.0638,
+                            "n": 60,
+                        },
+                    },
+                    seconds=28.0,
+                )
+            )
+    return out

@@ -160,3 +160,17 @@ def test_report_shows_the_alpha_chosen_per_layer_and_why() -> None:
     assert f"alpha 0.0625 in {layers - block0} layers, alpha 0.125 in {block0} layers" in text
     assert "| held-out error, alpha 0 | held-out error, alpha 0.0625 |" in text
     assert "## Residual scale per layer" not in render_markdown(scripted.finished_run())
+
+
+def test_report_with_protocol_and_tasks_matches_golden_file() -> None:
+    text = render_markdown(scripted.run_with_tasks())
+    check_golden("with_tasks.md", text)
+    assert "## Zero-shot accuracy" in text
+    assert "| `spam_ham` | 60.0% ± 4.9 | 55.0% ± 5.0 | -5.0 pt |" in text
+    assert "spread evenly over its 1,000 tokens" in text
+    assert "text_sha256 " + "ab" * 32 in text
+    assert "token offsets in the held-out text): [0, 32), [500, 532)" in text
+
+
+def test_no_accuracy_section_without_tasks() -> None:
+    assert "Zero-shot accuracy" not in render_markdown(scripted.finished_run())

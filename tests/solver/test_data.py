@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import lzma
 import time
@@ -16,10 +17,14 @@ from transformers import PreTrainedTokenizerBase
 from solver.errors import InputError
 from solver.io.data import (
     BUILTIN_TEXTS,
+    adds_bos,
     calibration_batch,
-    eval_protocol,
+    eval_sample,
     eval_windows,
+    held_out_cut,
     load_text,
+    text_sha256,
+    window_starts,
 )
 from solver.io.models import LoadedModel
 
@@ -50,9 +55,44 @@ def test_builtin_texts() -> None:
     name, sotu = load_text("sotu")
     assert name == "sotu" and len(sotu) > 10_000_000
     name, moby = load_text("moby-dick")
-    assert name == "moby-dick" and moby.startswith("ETYMOLOGY") and len(moby) > 1_000_000
+    assert name == "moby-dick" and moby.startswith("CHAPTER 1. Loomings.") and len(moby) > 1e6
     assert load_text(" Moby_Dick ")[0] == "moby-dick"
     assert moby[:5000] not in sotu  # calibration and evaluation never share text
+
+
+def test_builtin_texts_are_prose_only() -> None:
+    _, moby = load_text("moby-dick")
+    assert "ETYMOLOGY" not in moby and "EXTRACTS" not in moby[:50_000]
+    assert moby.rstrip().endswith("only found another orphan.")  # the end of the Epilogue
+    _, sotu = load_text("sotu")
+    for insertion in ("[Laughter]", "[Applause]", "(Applause.)", "[Footnote", "[p.2]"):
+        assert insertion not in sotu, insertion
+    assert "appears in the Congressional Record" not in sotu
+    assert "  " not in sotu[:200_000]  # the cuts take their space with them
+
+
+def test_provenance_states_the_cuts() -> None:
+    from solver.io.data import CORPORA
+
+    provenance = (CORPORA / "PROVENANCE.md").read_text(encoding="utf-8")
+    assert "[0, 21819)" in provenance and "CHAPTER 1. Loomings." in provenance
+    assert "| 8398823 | 8398917 | editor's note |" in provenance
+
+
+def test_corpus_cuts_are_deterministic() -> None:
+    from solver.io.corpora.build import moby_dick, sotu
+
+    source = "Thank you. (Applause.) Thanks. [Laughter] Done.[1] [Footnote 1: a note.] End."
+    cleaned, cuts = sotu(source)
+    assert cleaned == "Thank you. Thanks. Done. End."
+    assert [cut.what for cut in cuts] == [
+        "audience reaction",
+        "audience reaction",
+        "footnote mark",
+    ]
+    assert sotu(source) == (cleaned, cuts)
+    text, (front,) = moby_dick("ETYMOLOGY. x\n\nCHAPTER 1. Loomings.\n\nCall me Ishmael.")
+    assert text.startswith("CHAPTER 1.") and (front.start, front.end) == (0, 14)
 
 
 def test_txt_file(tmp_path: Path) -> None:
@@ -245,16 +285,157 @@ def test_eval_windows_text_shorter_than_one_window(tiny_model: LoadedModel) -> N
     _input_error(eval_windows, tiny_model.tokenizer, "text", -1, 64)
 
 
-def test_eval_protocol(tiny_model: LoadedModel) -> None:
-    windows = torch.zeros((6, 32), dtype=torch.long)
-    protocol = eval_protocol("moby-dick", windows, tiny_model.tokenizer)
-    assert protocol == {
-        "text": "moby-dick",
-        "windows": 6,
-        "seqlen": 32,
-        "tokens": 192,
-        "bos": False,
-        "tokenizer": "tiny-random (TokenizersBackend, vocab 260)",
-        "overlap": 0,
-    }
+def test_eval_sample_protocol(tiny_model: LoadedModel) -> None:
+    text = ASCII_TEXT
+    sample = eval_sample(tiny_model.tokenizer, text, 6, 32, name="notes.txt")
+    tokens = tiny_model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    protocol = sample.protocol
+    assert protocol["text"] == "notes.txt"
+    assert protocol["text_sha256"] == text_sha256(text) and len(protocol["text_sha256"]) == 64
+    assert protocol["text_tokens"] == len(tokens) and protocol["chars"] == [0, len(text)]
+    assert (protocol["windows"], protocol["seqlen"], protocol["tokens"]) == (6, 32, 192)
+    assert protocol["placement"] == "spread" and protocol["bos"] is False
+    assert protocol["tokenizer"] == "tiny-random (TokenizersBackend, vocab 260)"
+    assert protocol["overlap"] == 0
+    for row, (start, end) in zip(sample.windows.tolist(), protocol["token_spans"], strict=True):
+        assert row == tokens[start:end]
     assert json.loads(json.dumps(protocol)) == protocol
+
+
+def test_spread_windows_cover_the_whole_text(tiny_model: LoadedModel) -> None:
+    _, moby = load_text("moby-dick")
+    text = moby[:200_000]
+    total = len(tiny_model.tokenizer(text, add_special_tokens=False)["input_ids"])
+    spans = eval_sample(tiny_model.tokenizer, text, 8, 256).protocol["token_spans"]
+    assert spans[0][0] < total / 8 and spans[-1][1] > total * 7 / 8  # start to end
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(spans)]
+    assert max(gaps) - min(gaps) <= 1  # evenly spaced
+    first = eval_sample(tiny_model.tokenizer, text, 8, 256, placement="first")
+    assert first.protocol["token_spans"][-1][1] == 8 * 256  # the old protocol: the start only
+    assert torch.equal(first.windows, eval_windows(tiny_model.tokenizer, text, 8, 256))
+
+
+@pytest.mark.parametrize("placement", ["spread", "first"])
+def test_window_starts_never_overlap(placement: str) -> None:
+    for total in range(1, 90):
+        for length in range(1, 12):
+            for count in range(1, total // length + 1):
+                starts = window_starts(total, count, length, placement)
+                assert len(starts) == count and starts[0] >= 0
+                assert starts[-1] + length <= total
+                assert all(b - a >= length for a, b in itertools.pairwise(starts))
+
+
+def test_bad_placement(tiny_model: LoadedModel) -> None:
+    message = _input_error(eval_sample, tiny_model.tokenizer, ASCII_TEXT, 2, 8, placement="end")
+    assert "unknown evaluation placement 'end'" in message
+
+
+# --------------------------------------------------------------------------------------------
+# held out by construction
+
+
+class UniqueWordTokenizer:
+    """Word ``w<i>`` is token ``i``: a token id says where in the text it came from."""
+
+    bos_token_id = None
+    name_or_path = "unique-words"
+
+    def __call__(self, text: str, **_: Any) -> dict[str, list[int]]:
+        return {"input_ids": [int(word[1:]) for word in text.split() if word[1:].isdigit()]}
+
+    def __len__(self) -> int:
+        return 10**6
+
+
+def test_same_text_is_held_out_by_construction() -> None:
+    text = "\n\n".join(" ".join(f"w{i}" for i in range(p, p + 50)) for p in range(0, 20_000, 50))
+    assert held_out_cut(text, text + " ") is None  # different texts: each is used whole
+    cut = held_out_cut(text, text)
+    assert cut is not None and text[cut - 2 : cut] == "\n\n"  # at a paragraph break
+    assert abs(cut - len(text) / 2) < len(text) / 20
+    tokenizer = UniqueWordTokenizer()
+    calibration: set[int] = set()
+    for seed in range(5):
+        batch = calibration_batch(tokenizer, text[:cut], 16, 64, seed=seed)
+        calibration.update(batch.flatten().tolist())
+    for placement in ("spread", "first"):
+        sample = eval_sample(tokenizer, text, 16, 64, placement=placement, chars=(cut, len(text)))
+        evaluated = set(sample.windows.flatten().tolist())
+        assert evaluated and calibration and not calibration & evaluated  # no overlap
+        assert min(evaluated) > max(calibration)
+        assert sample.protocol["chars"] == [cut, len(text)]
+
+
+def test_a_run_with_the_same_text_holds_out_its_evaluation(tmp_path: Path) -> None:
+    from solver.config import RunConfig
+    from solver.events import PerplexityMeasured, RunStarted
+    from solver.run.pipeline import run
+
+    path = tmp_path / "words.txt"
+    path.write_text(ASCII_TEXT, encoding="utf-8")
+    config = RunConfig(
+        model="tiny-random",
+        calib=str(path),
+        eval=str(path),
+        nsamples=4,
+        seqlen=64,
+        eval_windows=4,
+        method="magnitude",
+        act_sparsity=0.0,
+        save_model=False,
+        checkpoints=False,
+        device="cpu",
+    )
+    events = list(run(config))
+    started = next(e for e in events if isinstance(e, RunStarted))
+    measured = [e for e in events if isinstance(e, PerplexityMeasured)]
+    cut = started.calib["chars"][1]
+    assert 0 < cut < len(ASCII_TEXT) and started.calib["bos"] is False
+    for event in measured:
+        assert event.protocol["chars"] == [cut, len(ASCII_TEXT)]
+        assert event.protocol["calib_chars"] == [0, cut]
+
+
+# --------------------------------------------------------------------------------------------
+# BOS
+
+
+class BosTokenizer:
+    """The tiny tokenizer, adding BOS by default (as Gemma's and LLaMA-2's do)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.bos_token_id = tokenizer.bos_token_id
+        self.name_or_path = "bos-tiny"
+
+    def __call__(self, text: str, add_special_tokens: bool = True, **kw: Any) -> Any:
+        ids = self.tokenizer(text, add_special_tokens=False, **kw)["input_ids"]
+        return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + list(ids)}
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+
+def test_bos_leads_every_sequence_when_the_tokenizer_adds_it(tiny_model: LoadedModel) -> None:
+    plain = tiny_model.tokenizer
+    assert adds_bos(plain) is False  # like the default model's: nothing changes for it
+    tokenizer = BosTokenizer(plain)
+    assert adds_bos(tokenizer) is True
+    bos = plain.bos_token_id
+    for text in (ASCII_TEXT, ASCII_TEXT * 4):  # tokenised whole, and sampled in chunks
+        batch = calibration_batch(tokenizer, text, 4, 64, seed=0)
+        assert batch.shape == (4, 64) and batch[:, 0].tolist() == [bos] * 4  # --seqlen counts it
+        assert bos not in batch[:, 1:].flatten().tolist()
+        for row in batch:
+            assert _decode(plain, row[1:]) in text
+    sample = eval_sample(tokenizer, ASCII_TEXT, 5, 33)
+    assert sample.windows.shape == (5, 33) and sample.windows[:, 0].tolist() == [bos] * 5
+    assert sample.protocol["bos"] is True
+    tokens = plain(ASCII_TEXT, add_special_tokens=False)["input_ids"]
+    for row, (start, end) in zip(
+        sample.windows.tolist(), sample.protocol["token_spans"], strict=True
+    ):
+        assert end - start == 32 and row[1:] == tokens[start:end]
+    plain_batch = calibration_batch(plain, ASCII_TEXT, 4, 64, seed=0)
+    assert bos not in plain_batch.flatten().tolist()

@@ -118,3 +118,34 @@ def test_does_not_change_the_model(fresh_tiny_model: LoadedModel) -> None:
     perplexity(model, _windows(2, 16))
     assert not model.training
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_every_perplexity_event_carries_its_protocol(tiny_model: LoadedModel) -> None:
+    from solver import events as ev
+    from solver.config import RunConfig
+    from solver.run.pipeline import run
+
+    config = RunConfig(
+        model="tiny-random",
+        nsamples=4,
+        seqlen=32,
+        eval_windows=4,
+        proxy_every=1,
+        proxy_windows=2,
+        method="wanda",
+        save_model=False,
+        checkpoints=False,
+        device="cpu",
+    )
+    measured = [e for e in run(config) if isinstance(e, ev.PerplexityMeasured)]
+    labels = [e.label for e in measured]
+    assert labels[:2] == ["dense", "dense_act"] and labels[-1] == "pruned" and "proxy" in labels
+    for event in measured:
+        protocol = event.protocol
+        assert protocol["text"] == "moby-dick" and len(protocol["text_sha256"]) == 64
+        assert protocol["placement"] == "spread" and protocol["bos"] is False
+        assert protocol["windows"] == event.windows == len(protocol["token_spans"])
+        assert protocol["text_tokens"] > 100_000  # the whole held-out text, not a prefix
+        assert ev.from_json(ev.to_json(event)) == event
+    final = measured[-1].protocol["token_spans"]
+    assert final[-1][1] > measured[-1].protocol["text_tokens"] * 3 / 4  # spread to the end
