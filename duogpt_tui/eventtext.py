@@ -85,6 +85,15 @@ def event_line(event: ev.Event) -> EventLine:
             detail=f" [{event.text}, {event.windows}x{event.seqlen} tokens, "
             f"X {percent(event.act_sparsity)}]",
         )
+    if isinstance(event, ev.TasksMeasured):
+        scores = ", ".join(
+            f"{name} {percent(score.get('acc'))}" for name, score in sorted(event.tasks.items())
+        )
+        return EventLine(
+            f"zero-shot accuracy ({event.label})",
+            f": {scores or 'no tasks'}",
+            detail=f" [X {percent(event.act_sparsity)}, {duration(event.seconds)}]",
+        )
     if isinstance(event, ev.Note):
         if event.level == "warning":
             return EventLine("warning", f": {event.text}", "warning")

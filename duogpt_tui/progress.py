@@ -45,6 +45,7 @@ LINE_KINDS = frozenset(
         ev.RunStarted.kind,
         ev.BlockFinished.kind,
         ev.PerplexityMeasured.kind,
+        ev.TasksMeasured.kind,
         ev.Note.kind,
         ev.Finished.kind,
         ev.Cancelled.kind,

@@ -92,8 +92,31 @@ def eval_protocol(view: RunView) -> str:
     return f"{config.get('eval', '?')} {config.get('eval_windows', '?')}x{seqlen}"
 
 
-def headline_cells(index: int, name: str, view: RunView) -> tuple[str, ...]:
-    """The headline table's cells of one run."""
+def task_names(views: Sequence[RunView]) -> list[str]:
+    """The zero-shot tasks any of the runs scored on its pruned model, sorted."""
+    names = set()
+    for view in views:
+        scored = view.tasks("pruned")
+        if scored is not None:
+            names |= set(scored.tasks)
+    return sorted(names)
+
+
+def columns(tasks: Sequence[str]) -> tuple[str, ...]:
+    """The headline table's columns: :data:`COLUMNS` with one accuracy column per task after
+    the sparsities."""
+    at = COLUMNS.index("status")
+    return (*COLUMNS[:at], *(f"acc {name}" for name in tasks), *COLUMNS[at:])
+
+
+def headline_cells(
+    index: int, name: str, view: RunView, tasks: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """The headline table's cells of one run (``tasks``: the accuracy columns, pruned model)."""
+    scored = view.tasks("pruned")
+    accuracies = tuple(
+        percent((scored.tasks.get(task) or {}).get("acc") if scored else None) for task in tasks
+    )
     method = view.method
     if view.pattern and view.pattern != "unstructured":
         method += f" {view.pattern}"
@@ -104,6 +127,7 @@ def headline_cells(index: int, name: str, view: RunView) -> tuple[str, ...]:
         perplexity(view.ppl_dense_act),
         percent(view.weight_sparsity),
         percent(view.act_sparsity),
+        *accuracies,
         view.status,
         view.model,
         method,
@@ -186,9 +210,10 @@ class CompareScreen(WorkbenchScreen):
             )
         warning.set_class(not self.differences, "-empty")
         table = self.query_one(DataTable)
-        table.add_columns(*COLUMNS)
+        tasks = task_names([view for _, view in self.runs])
+        table.add_columns(*columns(tasks))
         for index, (name, view) in enumerate(self.runs):
-            table.add_row(*headline_cells(index, name, view))
+            table.add_row(*headline_cells(index, name, view, tasks))
         points = self.points()
         self.query_one(CompareErrorPlot).show(points)
         self.query_one(SparsityPerplexityPlot).show(points, withheld=self.withheld())

@@ -45,6 +45,13 @@ def test_one_line_per_event() -> None:
     assert event_line(ev.Cancelled(block=-1, reason="r")).text == "cancelled before pruning: r"
     assert event_line(ev.Note(level="warning", text="w")).tone == "warning"
     assert event_line(ev.Failed(error="boom")).text == "failed: boom"
+    tasks = ev.TasksMeasured(
+        label="pruned", tasks={"spam_ham": {"acc": 0.5}, "last_word": {"acc": 0.25}}, seconds=75
+    )
+    assert event_line(tasks).text == (
+        "zero-shot accuracy (pruned): last_word 25.0%, spam_ham 50.0% [X 0.0%, 1m15s]"
+    )
+    assert all(texts[kind] != kind for kind in ("tasks", "layer_solved", "block_finished"))
 
 
 def test_the_cli_and_the_tui_show_the_same_eta_and_activity() -> None:

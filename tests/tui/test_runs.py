@@ -182,3 +182,20 @@ async def test_a_damaged_run_opens_with_a_warning(
         assert isinstance(app.event_log.terminal, Finished)
         assert any("skipped 1 corrupt line (line 5)" in text for text in app.event_log.notices)
         await wait_for(pilot, lambda: "corrupt" in notes_text(app))
+
+
+def test_compare_shows_each_runs_zero_shot_accuracy() -> None:
+    """Runs scored with --tasks get one accuracy column per task (pruned model); others '-'."""
+    from duogpt_tui.runview import RunView
+    from screens.compare import columns, headline_cells, task_names
+    from tests.report import scripted
+
+    scored, plain = RunView.of(scripted.run_with_tasks()), RunView.of(scripted.finished_run())
+    tasks = task_names([scored, plain])
+    assert tasks == ["next_sentence", "spam_ham"]
+    header = columns(tasks)
+    assert header.index("acc next_sentence") < header.index("status")
+    cells = dict(zip(header, headline_cells(0, "a", scored, tasks), strict=True))
+    assert (cells["acc spam_ham"], cells["acc next_sentence"]) == ("55.0%", "30.0%")
+    other = dict(zip(header, headline_cells(1, "b", plain, tasks), strict=True))
+    assert other["acc spam_ham"] == "-"
