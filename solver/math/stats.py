@@ -6,8 +6,11 @@ For one ``nn.Linear`` with ``k`` inputs the solver needs, over the ``m`` calibra
 * ``G = dX X^T / m`` — the cross term with the input mismatch ``dX = X~ - X^``,
 * ``D = dX dX^T / m`` — the mismatch's own Gram, whose diagonal is ``g`` of §2.
 
-All three are kept as running means so that they always share one scale (§2: "H, G and g must
-share the same scale factor"), however many batches were added. Tokens are rows here: a batch is a
+All three are kept as unnormalised sums plus the token count ``m``, and read as means (divided by
+the one ``m``, so that they always share one scale: §2, "H, G and g must share the same scale
+factor"). Sums merge exactly: the statistics of two shards of the calibration tokens, added, are
+those of all of them (up to float summation order), which is what data-parallel calibration over
+several processes reduces (:mod:`solver.run.distributed`). Tokens are rows here: a batch is a
 ``(..., k)`` tensor whose leading dimensions are all tokens, so ``x^T x`` is ``X X^T`` in the
 paper's column convention.
 """
@@ -22,13 +25,13 @@ from torch import Tensor
 
 @dataclass
 class LayerStats:
-    """Streaming statistics of one linear layer's input (ALGORITHM.md §2), all scaled by 1/m.
+    """Streaming statistics of one linear layer's input (ALGORITHM.md §2) as sums over tokens.
 
     Attributes:
-        H: ``k x k``, ``X^ X^T / m`` (the sparse / compressed-stream input).
-        G: ``k x k``, ``dX X^T / m`` with ``dX = X~ - X^`` (``X~`` = the dense model's input).
+        H_sum: ``k x k``, ``X^ X^T`` (the sparse / compressed-stream input); :attr:`H` is its mean.
+        G_sum: ``k x k``, ``dX X^T`` with ``dX = X~ - X^`` (``X~`` = the dense model's input).
             Until a dense input is first seen it is a zero tensor that takes no memory.
-        D: ``k x k``, ``dX dX^T / m`` (same remark as ``G``).
+        D_sum: ``k x k``, ``dX dX^T`` (same remark as ``G_sum``).
         count: tokens ``m`` seen.
         zeros: zero entries seen in ``X^``.
         entries: entries seen in ``X^``.
@@ -38,9 +41,9 @@ class LayerStats:
             :meth:`add`'s ``x_active``.
     """
 
-    H: Tensor
-    G: Tensor
-    D: Tensor
+    H_sum: Tensor
+    G_sum: Tensor
+    D_sum: Tensor
     count: int = 0
     zeros: int = 0
     entries: int = 0
@@ -58,12 +61,33 @@ class LayerStats:
         """
         H = torch.zeros(k, k, device=device, dtype=dtype)
         lazy_zero = torch.zeros((), device=device, dtype=dtype).expand(k, k)
-        return cls(H=H, G=lazy_zero, D=lazy_zero)
+        return cls(H_sum=H, G_sum=lazy_zero, D_sum=lazy_zero)
 
     @property
     def k(self) -> int:
         """Input features of the layer."""
-        return self.H.shape[0]
+        return self.H_sum.shape[0]
+
+    def _mean(self, total: Tensor) -> Tensor:
+        """``total / m`` (a new tensor; ``total`` itself, all zero, before any token)."""
+        if not self.count or total.stride() == (0, 0):
+            return total
+        return total / self.count
+
+    @property
+    def H(self) -> Tensor:
+        """``X^ X^T / m`` (a new tensor each time it is read)."""
+        return self._mean(self.H_sum)
+
+    @property
+    def G(self) -> Tensor:
+        """``dX X^T / m`` (a stride-0 zero before any dense input)."""
+        return self._mean(self.G_sum)
+
+    @property
+    def D(self) -> Tensor:
+        """``dX dX^T / m`` (a stride-0 zero before any dense input)."""
+        return self._mean(self.D_sum)
 
     def add(
         self,
@@ -73,10 +97,7 @@ class LayerStats:
         x_active: Tensor | None = None,
         token_clip: float = 0.0,
     ) -> None:
-        """Fold one batch of inputs into the running means.
-
-        Like SparseGPT's ``H *= m_old / m_new; H += x x^T / m_new``, applied to ``H``, ``G`` and
-        ``D`` alike so that they keep one scale.
+        """Add one batch of inputs to the sums.
 
         Args:
             x_sparse: ``(..., k)`` input ``X^`` of the layer in the compressed model; all leading
@@ -100,61 +121,63 @@ class LayerStats:
             raise ValueError(
                 f"expected inputs with {k} features, got shape {tuple(x_sparse.shape)}"
             )
-        xs = x_sparse.reshape(-1, k).to(device=self.H.device, dtype=self.H.dtype)  # (t, k)
+        xs = x_sparse.reshape(-1, k).to(device=self.H_sum.device, dtype=self.H_sum.dtype)  # (t, k)
         t = xs.shape[0]
         if t == 0:
             return
-        self.entries += xs.numel()
-        self.zeros += int(xs.numel() - torch.count_nonzero(xs).item())
-        self._count_active(xs if x_active is None else x_active.reshape(-1, k))
-        m_old, m_new = self.count, self.count + t
-        keep, new = m_old / m_new, 1.0 / m_new
-        self.count = m_new
-
-        scale = token_weights(xs, token_clip) if token_clip > 0 else None  # (t, 1) or None
-        if scale is not None:
-            xs = xs * scale
-        self.H.mul_(keep).addmm_(xs.T, xs, alpha=new)  # H = (m_old H + X^ X^T) / m_new
-        if x_dense is None:
-            if self.has_dense:
-                self.G.mul_(keep)
-                self.D.mul_(keep)
-            return
-        if x_dense.shape != x_sparse.shape:
+        if x_dense is not None and x_dense.shape != x_sparse.shape:
             raise ValueError(
                 f"dense input shape {tuple(x_dense.shape)} differs from "
                 f"sparse input shape {tuple(x_sparse.shape)}"
             )
-        xd = x_dense.reshape(-1, k).to(device=self.H.device, dtype=self.H.dtype)
+        self.entries += xs.numel()
+        self.zeros += int(xs.numel() - torch.count_nonzero(xs).item())
+        self._count_active(xs if x_active is None else x_active.reshape(-1, k))
+        self.count += t
+
+        scale = token_weights(xs, token_clip) if token_clip > 0 else None  # (t, 1) or None
+        if scale is not None:
+            xs = xs * scale
+        self.H_sum.addmm_(xs.T, xs)  # H_sum += X^ X^T
+        if x_dense is None:
+            return
+        xd = x_dense.reshape(-1, k).to(device=self.H_sum.device, dtype=self.H_sum.dtype)
         dx = (xd if scale is None else xd * scale) - xs  # (t, k)
         if not self.has_dense:
-            self.G = torch.zeros_like(self.H)
-            self.D = torch.zeros_like(self.H)
-        self.G.mul_(keep).addmm_(dx.T, xs, alpha=new)  # G = dX X^T / m
-        self.D.mul_(keep).addmm_(dx.T, dx, alpha=new)  # D = dX dX^T / m
+            self.materialise()
+        self.G_sum.addmm_(dx.T, xs)  # G_sum += dX X^T
+        self.D_sum.addmm_(dx.T, dx)  # D_sum += dX dX^T
+
+    def materialise(self) -> None:
+        """Make ``G_sum`` and ``D_sum`` real zero matrices (before adding or reducing into them)."""
+        if not self.has_dense:
+            self.G_sum = torch.zeros_like(self.H_sum)
+            self.D_sum = torch.zeros_like(self.H_sum)
 
     def merged(self, other: LayerStats) -> LayerStats:
-        """The statistics of the tokens of both (running means weighted by their counts)."""
-        total = self.count + other.count
-        if not total:
-            return LayerStats(H=self.H.clone(), G=self.G, D=self.D)
-        a, b = self.count / total, other.count / total
+        """The statistics of the tokens of both: the sums and counts added (a new object)."""
         dense = self.has_dense or other.has_dense
-        H = self.H * a + other.H * b
-        G = self.G * a + other.G * b if dense else self.G
-        D = self.D * a + other.D * b if dense else self.D
+        if dense:
+            G = (self.G_sum + other.G_sum).contiguous()
+            D = (self.D_sum + other.D_sum).contiguous()
+        else:
+            G, D = self.G_sum, self.D_sum
         nonzeros = [s.channel_nonzeros for s in (self, other) if s.channel_nonzeros.numel()]
         return LayerStats(
-            H=H,
-            G=G.contiguous() if dense else G,
-            D=D.contiguous() if dense else D,
-            count=total,
+            H_sum=self.H_sum + other.H_sum,
+            G_sum=G,
+            D_sum=D,
+            count=self.count + other.count,
             zeros=self.zeros + other.zeros,
             entries=self.entries + other.entries,
             channel_nonzeros=sum(nonzeros[1:], nonzeros[0].clone())
             if nonzeros
             else torch.zeros(0, dtype=torch.long),
         )
+
+    def __add__(self, other: LayerStats) -> LayerStats:
+        """``a + b`` is :meth:`merged`."""
+        return self.merged(other)
 
     def _count_active(self, x: Tensor) -> None:
         """Add the per-channel nonzero counts of ``x`` (``(t, k)``) to ``channel_nonzeros``."""
@@ -175,17 +198,18 @@ class LayerStats:
     @property
     def has_dense(self) -> bool:
         """True once a dense input was seen (``G`` and ``D`` are materialised matrices)."""
-        return self.G.stride() != (0, 0)
+        return self.G_sum.stride() != (0, 0)
 
     @property
     def g(self) -> Tensor:
         """``diag(D)``: per input channel the mismatch energy ``rowsum(dX * dX) / m`` (length k)."""
-        return torch.diagonal(self.D).clone()
+        return torch.diagonal(self.D_sum) / max(self.count, 1)
 
     @property
     def H_dense(self) -> Tensor:
         """``X~ X~^T / m = H + G + G^T + D`` (the dense model's input Gram)."""
-        return self.H + self.G + self.G.T + self.D
+        total = self.H_sum + self.G_sum + self.G_sum.T + self.D_sum
+        return total / self.count if self.count else total
 
     @property
     def act_sparsity(self) -> float:

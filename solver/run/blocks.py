@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from solver.errors import RunError
+from solver.errors import InputError, RunError
 from solver.events import BlockFinished, BlockStarted, Event, LayerSolved, Note
 from solver.io import checkpoint, system
 from solver.math.activations import ActivationSparsifier
@@ -63,6 +63,11 @@ def prune(
     config = run.config
     blocks = adapter.blocks(model)
     batches = list(torch.split(calib, config.batch_size))
+    if run.dist is not None:  # data parallel: this rank's shard of the batches
+        batches = run.dist.shard(batches)
+        checkpoint_dir = None  # a rank's checkpoint would hold its shard only
+        if any(g.routed for i in range(len(blocks)) for g in adapter.block_groups(i)):
+            raise InputError("fused-MoE experts cannot be pruned with --nproc > 1 yet: use 1")
     tick = time.monotonic()
     run.phase = "while capturing the calibration inputs"
     hidden, calls = capture_stack_inputs(model, blocks, batches)

@@ -15,6 +15,7 @@ import torch
 from solver.config import RunConfig
 from solver.math.activations import threshold_sparsify, topk_sparsify
 from solver.run import estimate, methods
+from solver.run.distributed import Ranks
 from solver.run.stop import NEVER, CancelToken, RunCancelled
 
 TIMING_PARTS = ("load", "forward", "statistics", "solve", "eval")
@@ -39,6 +40,7 @@ class RunContext:
         eval_act: the activation sparsity measured by the final evaluation.
         model_mb: the loaded model's weights, for an out-of-memory message.
         need: what pruning one block needs, for an out-of-memory message.
+        dist: this process's place among several data-parallel ranks (None: one process).
     """
 
     config: RunConfig
@@ -53,6 +55,7 @@ class RunContext:
     eval_act: float | None = None
     model_mb: float = 0.0
     need: estimate.BlockMemory | None = None
+    dist: Ranks | None = None
 
     @property
     def method(self) -> methods.Method:

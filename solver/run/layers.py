@@ -76,7 +76,9 @@ def prune_group(
         split=reads.mismatch and selects_alpha(config),
         token_clip=config.token_clip if reads.hessian else 0.0,
     )
-    for x_raw, x_dense in zip(raw, dense_inputs, strict=True):
+    for b, (x_raw, x_dense) in enumerate(zip(raw, dense_inputs, strict=True)):
+        if run.dist is not None:  # held-out sequences are numbered over all ranks' batches
+            collected.first_row = run.dist.starts[b]
         # a method with a residual calibrates on activation-sparse inputs; the others on dense
         x_sparse = run.sparsify(x_raw, head) if run.sparse_calibration else x_raw
         # the decode cost model needs the channel activity the pruned model will run with
@@ -84,24 +86,37 @@ def prune_group(
         if not run.sparse_calibration and config.act_sparsity > 0:
             x_active = run.sparsify(x_raw, head)
         collected.add(x_sparse, x_dense, x_active)
+    owners: dict[str, int] = {}
+    if run.dist is not None:  # data parallel: the sums of every rank, onto the layers' owners
+        run.dist.cancelled(run.cancel, run.device)
+        owners = run.dist.plan(group, linears)
+        run.dist.reduce((collected.fit, collected.held), owners)
     stats, selection = collected.result()
-    if not all(math.isfinite(float(v)) for v in (stats.H.sum(), stats.G.sum(), stats.D.sum())):
+    sums = (stats.H_sum, stats.G_sum, stats.D_sum)
+    holds = run.dist is None or run.dist.rank in owners.values()
+    if holds and not all(math.isfinite(float(v.sum())) for v in sums):
         raise RunError(
             f"block {index} {group[0]}: calibration statistics hold NaN/Inf; the model "
             "overflows in its dtype — load it in float32"
         )
     timings["statistics"] += time.monotonic() - tick
-    for name in group:
+
+    def solve(name: str) -> LayerSolved:
         run.check_cancel()
         try:
-            solved = solve_layer(
+            return solve_layer(
                 run, index, name, linears[name], stats, timings, selection, method=method
             )
         except RunError as err:  # the math's own errors do not know the layer: name it
             if str(err).startswith(f"block {index} "):
                 raise
             raise RunError(f"block {index} {name}: {err}") from err
-        yield solved
+
+    if run.dist is not None:
+        yield from run.dist.solve_group(group, linears, owners, solve)
+        return
+    for name in group:
+        yield solve(name)
 
 
 def solve_layer(

@@ -28,7 +28,7 @@ from solver.errors import InputError, RunError
 from solver.events import Event, Finished, Note, Progress, RunStarted
 from solver.io import checkpoint, system
 from solver.io.run_files import CHECKPOINTS_DIR
-from solver.run import blocks, estimate
+from solver.run import blocks, distributed, estimate
 from solver.run.adapters import ModelAdapter, find_adapter
 from solver.run.context import RunContext
 from solver.run.discovery import layer_weight
@@ -90,6 +90,8 @@ def run(
     try:
         config.validate()
         context.device = system.resolve_device(config.device)
+        context.dist, context.device = distributed.join(context.device)
+        context.config = distributed.checked(config, context.dist, resume)
         context.cancel = cancel or NEVER
         yield from _Driver(context, workdir, resume).events()
     except (torch.OutOfMemoryError, MemoryError) as err:

@@ -106,3 +106,30 @@ def test_token_clip_caps_the_weight_of_massive_tokens() -> None:
     expected = x.clone()
     expected[0] *= 4 * median / float(torch.linalg.vector_norm(x[0]))
     torch.testing.assert_close(clipped.H, expected.T @ expected / 64)
+
+
+def test_sums_add_exactly_and_merge_in_float32() -> None:
+    """Statistics are sums plus counts: shards added give the statistics of all tokens."""
+    gen = torch.Generator().manual_seed(5)
+    x_dense = torch.randn(3, 50, 16, generator=gen)
+    x_sparse = x_dense * (torch.rand(3, 50, 16, generator=gen) > 0.5)
+    whole = LayerStats.empty(16)
+    for b in range(3):
+        whole.add(x_sparse[b], x_dense[b])
+    shards = [LayerStats.empty(16) for _ in range(2)]
+    for b in range(3):
+        shards[b % 2].add(x_sparse[b], x_dense[b])
+    total = shards[0] + shards[1]
+    torch.testing.assert_close(total.H_sum, whole.H_sum, rtol=1e-5, atol=1e-5)
+    for name in ("H", "G", "D", "g", "H_dense"):
+        torch.testing.assert_close(getattr(total, name), getattr(whole, name), rtol=1e-5, atol=1e-6)
+    assert (total.count, total.zeros, total.entries) == (whole.count, whole.zeros, whole.entries)
+    assert torch.equal(total.channel_nonzeros, whole.channel_nonzeros)
+    # one shard without a dense input: its mismatch counts as zero
+    plain = LayerStats.empty(16)
+    plain.add(x_sparse[0])
+    merged = plain + shards[1]
+    assert merged.has_dense and merged.count == 100
+    torch.testing.assert_close(merged.G_sum, shards[1].G_sum)
+    empty = LayerStats.empty(16) + LayerStats.empty(16)
+    assert not empty.has_dense and empty.count == 0 and torch.all(empty.H == 0)
