@@ -12,6 +12,7 @@ so ``duogpt --help`` is instant.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Generator, Sequence
@@ -21,10 +22,11 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from duogpt_tui import formatting, runner, summary
+from duogpt_tui import formatting, ranks, runner, summary
 from duogpt_tui import report as report_mod
 from duogpt_tui.cli_errors import OneLineErrorGroup, first_line
 from duogpt_tui.cli_options import with_options
+from duogpt_tui.cli_speed import register as register_speed
 from duogpt_tui.exitcodes import EXIT_CODES_HELP, ExitCode
 from duogpt_tui.preflight_text import estimate_lines
 from duogpt_tui.progress import RunDisplay, cancel_on_signals, stderr_console
@@ -128,6 +130,12 @@ def prune(
             raise InputError(f"--limit must be an integer >= 1, got {values['task_limit']}")
         config = build_config(**values)
         runner.preflight(config)
+        if config.nproc > 1 and ranks.launched_world() == 1:  # start the ranks: each runs this
+            raise typer.Exit(ranks.launch(config.nproc, sys.argv[1:]))
+        if ranks.launched_world() > 1:  # under torchrun: rank 0 alone writes the run directory
+            config = config.replace(nproc=ranks.launched_world())
+            if ranks.rank() != 0:
+                raise typer.Exit(ranks.run_quietly(config))
         run_dir = RunDir.create(
             config,
             out=out.expanduser() if out is not None else None,
@@ -559,6 +567,9 @@ def _input_error(console: Console, exc: InputError, debug: bool, json_output: bo
 def _error_line(console: Console, message: str) -> None:
     """Print ``error: message`` on stderr."""
     _notice(console, f"error: {message}")
+
+
+register_speed(app)  # `duogpt speed` (duogpt_tui/cli_speed.py)
 
 
 def main() -> None:

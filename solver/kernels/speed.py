@@ -1,0 +1,287 @@
+"""Measured decode speed of a model or a pruned run directory (``duogpt speed``, issue #13).
+
+Two measurements, both batch 1 on CPU in float32, each timed after a warm-up as the median of
+at least 5 repeats:
+
+* **per layer shape**: one GEMV of a representative layer of each ``(n, k)`` shape in the
+  four modes (dense torch, activation-only, weight-only, dual-sparse), with the byte bound of
+  ``solver/math/speedup.py`` (float32 values) for every layer of that shape beside it; the
+  ``all`` row weights each shape by its number of layers (the decoder's linear layers together).
+* **end to end**: greedy decode of ``tokens`` tokens with the KV cache (the prefill excluded)
+  for the dense model, the activation-only kernels and the dual-sparse kernels, and whether
+  the sparse paths produce exactly the masked-dense model's tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from solver.errors import InputError
+from solver.kernels import cpu
+from solver.kernels.sparse_linear import install
+from solver.math import speedup
+from solver.math.activations import ActivationSparsifier, topk_sparsify
+
+REPEATS = 5
+"""Timed repeats per measurement (the median is reported)."""
+
+PROMPT = "Call me Ishmael. Some years ago"
+"""The prompt of the decode measurement (its prefill is not timed)."""
+
+LAYER_MODES = ("dense", "act", "weight", "dual")
+
+
+def load_target(target: str) -> tuple[Any, dict[str, Any], list[str]]:
+    """The loaded model, its activation settings and notes, from a run directory or a model.
+
+    Raises:
+        InputError: the target cannot be loaded.
+    """
+    from solver.io.models import load_model
+    from solver.io.run_files import ACT_SETTINGS_FILE, MODEL_DIR
+    from solver.run.evaluate import run_model_dir
+
+    notes: list[str] = []
+    settings: dict[str, Any] = {"sparsity": 0.0, "rule": "topk", "thresholds": {}}
+    model_dir = run_model_dir(target)
+    if model_dir is None:
+        bare = Path(target).expanduser() / MODEL_DIR
+        if (bare / "config.json").is_file():  # a run directory saved without the settings
+            model_dir = bare
+            notes.append(f"no {ACT_SETTINGS_FILE} in the run: measured weight-sparse only")
+    if model_dir is not None and (model_dir / ACT_SETTINGS_FILE).is_file():
+        settings = json.loads((model_dir / ACT_SETTINGS_FILE).read_text())
+    loaded = load_model(str(model_dir) if model_dir is not None else target)
+    model: nn.Module = loaded.model
+    model.to(torch.float32)
+    return loaded, settings, notes
+
+
+def sparsifier_for(settings: dict[str, Any]) -> ActivationSparsifier | None:
+    """The run's activation rule (None when it sparsifies nothing)."""
+    sparsity = float(settings.get("sparsity", 0.0))
+    if sparsity <= 0:
+        return None
+    return ActivationSparsifier(sparsity, settings["rule"], settings.get("thresholds") or {})
+
+
+def median_us(fn: Callable[[], object]) -> float:
+    """Median time of one call of ``fn`` in microseconds (warm-up, then >= 5 blocks)."""
+    from torch.utils.benchmark import Timer
+
+    fn()
+    timer = Timer(stmt="fn()", globals={"fn": fn})
+    number = max(1, int(2e-3 / max(timer.timeit(3).median, 1e-7)))  # ~2 ms per block
+    return statistics.median(timer.timeit(number).median for _ in range(REPEATS)) * 1e6
+
+
+def layer_table(
+    weights: dict[str, Tensor], act_sparsity: float, *, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Per ``(n, k)`` shape: the four modes in us, x over dense, and the byte bounds.
+
+    Args:
+        weights: the (pruned) linear weights by name.
+        act_sparsity: fraction of each input zeroed (top-k) in the act and dual modes.
+        seed: of the random inputs.
+
+    Returns:
+        One row per shape (``shape``, ``layers``, ``<mode>_us``, ``<mode>_x``,
+        ``<mode>_bound``), then an ``all`` row over every layer.
+    """
+    by_shape: dict[tuple[int, int], list[Tensor]] = {}
+    for weight in weights.values():
+        by_shape.setdefault((int(weight.shape[0]), int(weight.shape[1])), []).append(weight)
+    gen = torch.Generator().manual_seed(seed)
+    rows: list[dict[str, Any]] = []
+    all_costs: list[dict[str, float]] = []
+    all_us = dict.fromkeys(LAYER_MODES, 0.0)
+    for (n, k), group in by_shape.items():
+        w = group[0].detach().to("cpu", torch.float32).contiguous()
+        x_dense = torch.randn(k, generator=gen)
+        x_sparse = topk_sparsify(x_dense, act_sparsity).contiguous()
+        timings = time_modes(w, x_dense, x_sparse)
+        activity = [1.0 - float((x_sparse == 0).float().mean())] * k
+        costs = speedup.total(
+            speedup.decode_costs(
+                speedup.column_nonzeros(g.detach().cpu()),
+                n,
+                activity,
+                weight_bytes=4.0,
+                act_bytes=4.0,
+            )
+            for g in group
+        )
+        all_costs.append(costs)
+        for mode in LAYER_MODES:
+            all_us[mode] += timings[mode] * len(group)
+        rows.append(_row(f"{n}x{k}", len(group), timings, costs))
+    if rows:
+        rows.append(_row("all", sum(r["layers"] for r in rows), all_us, speedup.total(all_costs)))
+    return rows
+
+
+def time_modes(weight: Tensor, x_dense: Tensor, x_sparse: Tensor) -> dict[str, float]:
+    """Median us of one GEMV of ``weight`` in each of the four modes."""
+    weight_t = weight.t().contiguous()
+    packed = cpu.pack_dual(weight)
+    return {
+        "dense": median_us(lambda: cpu.dense_gemv(weight, x_dense)),
+        "act": median_us(lambda: cpu.act_gemv(weight_t, x_sparse)),
+        "weight": median_us(lambda: cpu.dual_gemv(packed, x_dense)),
+        "dual": median_us(lambda: cpu.dual_gemv(packed, x_sparse)),
+    }
+
+
+def _row(
+    shape: str, layers: int, timings: dict[str, float], costs: dict[str, float]
+) -> dict[str, Any]:
+    bounds = speedup.speedups(costs)
+    row: dict[str, Any] = {"shape": shape, "layers": layers}
+    for mode in LAYER_MODES:
+        row[f"{mode}_us"] = timings[mode]
+        row[f"{mode}_x"] = timings["dense"] / timings[mode] if timings[mode] > 0 else math.inf
+        row[f"{mode}_bound"] = bounds[mode]["bytes"]
+    return row
+
+
+def greedy_decode(model: nn.Module, prompt: Tensor, tokens: int) -> tuple[list[int], float]:
+    """Greedy decode with the KV cache: the new tokens and the decode seconds (no prefill)."""
+    import inspect
+
+    # transformers 5 names the cache ``cache``; earlier versions ``past_key_values``.
+    params = inspect.signature(model.forward).parameters
+    key = "cache" if "cache" in params else "past_key_values"
+    with torch.inference_mode():
+        out = model(input_ids=prompt, use_cache=True)
+        next_id = out.logits[:, -1].argmax(-1, keepdim=True)
+        generated = [int(next_id)]
+        start = time.perf_counter()
+        for _ in range(tokens - 1):
+            out = model(input_ids=next_id, use_cache=True, **{key: out[key]})
+            next_id = out.logits[:, -1].argmax(-1, keepdim=True)
+            generated.append(int(next_id))
+        seconds = time.perf_counter() - start
+    return generated, seconds
+
+
+def decode_speed(
+    model: nn.Module, prompt: Tensor, tokens: int, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Tokens/s of the dense model, the act kernels and the dual kernels; token agreement."""
+    reference_sparsifier = sparsifier_for(settings)
+    from solver.run.adapters import find_adapter
+
+    with_hooks = find_adapter(model).all_linears(model) if reference_sparsifier else {}
+    if reference_sparsifier is not None:
+        with reference_sparsifier.attach(with_hooks):
+            reference, _ = greedy_decode(model, prompt, tokens)
+    else:
+        reference, _ = greedy_decode(model, prompt, tokens)
+    result: dict[str, Any] = {"tokens": tokens}
+    same = True
+    for mode in ("dense", "act", "dual"):
+        runner = model if mode == "dense" else copy.deepcopy(model)
+        sparsifier = None
+        if mode != "dense":
+            replaced = install(runner, mode)
+            sparsifier = sparsifier_for(settings)
+            if sparsifier is not None:
+                sparsifier.attach(replaced)
+        times = []
+        produced: list[int] = []
+        for _ in range(REPEATS + 1):  # the first is the warm-up
+            produced, seconds = greedy_decode(runner, prompt, tokens)
+            times.append(seconds)
+        if sparsifier is not None:
+            sparsifier.detach()
+        seconds = statistics.median(times[1:])
+        result[f"{mode}_tokens_per_s"] = (tokens - 1) / seconds if seconds > 0 else math.inf
+        if mode != "dense":
+            result[f"{mode}_same_tokens"] = produced == reference
+            same = same and produced == reference
+        del runner
+    result["same_tokens"] = same
+    dense = result["dense_tokens_per_s"]
+    result["speedup_act"] = result["act_tokens_per_s"] / dense
+    result["speedup_dual"] = result["dual_tokens_per_s"] / dense
+    return result
+
+
+def measure(
+    target: str,
+    *,
+    tokens: int = 32,
+    threads: int | None = None,
+    device: str = "cpu",
+    layers: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Everything ``duogpt speed`` prints (module docstring), as plain values.
+
+    Raises:
+        InputError: bad tokens, threads, device or target.
+    """
+    if tokens < 2:
+        raise InputError(f"--tokens must be an integer >= 2, got {tokens}")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be an integer >= 1, got {threads}")
+    if device not in ("auto", "cpu"):
+        raise InputError(
+            f"--device {device!r}: the sparse kernels run on the CPU only here; use --device cpu"
+        )
+    say = progress or (lambda _text: None)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        say("building the kernels (once; cached afterwards)")
+        backend = cpu.backend()
+        notes = [] if backend == "cpp" else [f"torch fallback: {cpu.fallback_reason()}"]
+        say(f"loading {target}")
+        loaded, settings, load_notes = load_target(target)
+        notes += load_notes
+        model = loaded.model
+        from solver.run.adapters import find_adapter
+
+        weights = {
+            name: module.weight
+            for name, module in find_adapter(model).all_linears(model).items()
+            if type(module) is nn.Linear
+        }
+        act_sparsity = float(settings.get("sparsity", 0.0))
+        table: list[dict[str, Any]] = []
+        if layers:
+            say(f"timing {len(weights)} layers")
+            table = layer_table(weights, act_sparsity)
+        say(f"decoding {tokens} tokens x {REPEATS + 1} per mode")
+        ids = loaded.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+        decode = decode_speed(model, ids, tokens, settings)
+        return {
+            "target": target,
+            "backend": backend,
+            "threads": torch.get_num_threads(),
+            "act_sparsity": act_sparsity,
+            "act_rule": settings.get("rule", "topk"),
+            "dense_tokens_per_s": decode["dense_tokens_per_s"],
+            "act_tokens_per_s": decode["act_tokens_per_s"],
+            "dual_tokens_per_s": decode["dual_tokens_per_s"],
+            "speedup_act": decode["speedup_act"],
+            "speedup_dual": decode["speedup_dual"],
+            "same_tokens": decode["same_tokens"],
+            "tokens": tokens,
+            "layers": table,
+            "notes": notes,
+        }
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,121 @@
+"""The CPU GEMV kernels against the masked dense product, and ``SparseLinear`` decode (#13)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from solver.kernels import cpu, speed
+from solver.kernels.sparse_linear import SparseLinear, install
+
+SHAPES = [(1536, 576), (576, 1536), (192, 576), (100, 37), (16, 1)]
+
+
+def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
+    y, ref = y.detach(), ref.detach()
+    return float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+
+
+def sparse_case(n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(n, k, generator=gen) * (torch.rand(n, k, generator=gen) > 0.5)
+    x = torch.randn(k, generator=gen) * (torch.rand(k, generator=gen) > 0.5)
+    x[0] = 1.0  # at least one active channel
+    return weight, x
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("n", "k"), SHAPES)
+def test_kernels_match_masked_dense(n: int, k: int, threads: int) -> None:
+    weight, x = sparse_case(n, k, seed=n + k)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ref = cpu.dense_gemv(weight.double(), x.double()).float()
+        packed = cpu.pack_dual(weight)
+        assert rel_error(cpu.act_gemv(weight.t().contiguous(), x), ref) <= 1e-5
+        assert rel_error(cpu.dual_gemv(packed, x), ref) <= 1e-5
+        dense_x = torch.randn(k)
+        full = cpu.dense_gemv(weight.double(), dense_x.double()).float()
+        assert rel_error(cpu.dual_gemv(packed, dense_x), full) <= 1e-5  # weight-only mode
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_kernels_are_compiled() -> None:
+    assert cpu.backend() == "cpp", cpu.fallback_reason()
+
+
+def test_pack_dual_round_trips_and_counts_bytes() -> None:
+    weight, _ = sparse_case(300, 20, seed=1)
+    packed = cpu.pack_dual(weight)
+    assert torch.equal(cpu.unpack_dual(packed), weight)
+    nnz = int((weight != 0).sum())
+    assert packed.nbytes() == 20 * 19 * 2 + nnz * 4  # 19 words of 16 rows per column
+
+
+def test_torch_fallback_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    weight, x = sparse_case(64, 48, seed=3)
+    monkeypatch.setitem(cpu._state, "module", None)
+    monkeypatch.setitem(cpu._state, "reason", "test")
+    assert cpu.backend() == "torch-fallback"
+    ref = weight @ x
+    assert rel_error(cpu.act_gemv(weight.t().contiguous(), x), ref) <= 1e-5
+    assert rel_error(cpu.dual_gemv(cpu.pack_dual(weight), x), ref) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["dense", "act", "weight", "dual"])
+def test_sparse_linear_matches_linear(mode: str) -> None:
+    linear = nn.Linear(40, 24)
+    with torch.no_grad():
+        linear.weight.mul_(torch.rand(24, 40) > 0.5)
+    layer = SparseLinear(linear, mode)
+    for shape in [(1, 1, 40), (2, 3, 40)]:
+        x = torch.randn(shape)
+        assert rel_error(layer(x), linear(x)) <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def pruned_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-random run pruned at W50% + X50% (seconds)."""
+    from duogpt_tui.cli import app
+
+    run = tmp_path_factory.mktemp("speed") / "run"
+    args = ["prune", "--model", "tiny-random", "--nsamples", "4", "--seqlen", "32"]
+    args += ["--eval-windows", "2", "--act-sparsity", "0.5", "--out", str(run), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_sparse_generation_gives_the_masked_dense_tokens(pruned_run: Path) -> None:
+    loaded, settings, notes = speed.load_target(str(pruned_run))
+    assert float(settings["sparsity"]) == pytest.approx(0.5) and not notes
+    prompt = loaded.tokenizer(speed.PROMPT, return_tensors="pt")["input_ids"]
+    sparsifier = speed.sparsifier_for(settings)
+    assert sparsifier is not None
+    from solver.run.adapters import find_adapter
+
+    model = loaded.model
+    with sparsifier.attach(find_adapter(model).all_linears(model)):
+        reference, _ = speed.greedy_decode(model, prompt, 24)
+    for mode in ("act", "dual"):
+        model = speed.load_target(str(pruned_run))[0].model
+        replaced = install(model, mode)
+        assert replaced and all(isinstance(m, SparseLinear) for m in replaced.values())
+        with speed.sparsifier_for(settings).attach(replaced):  # type: ignore[union-attr]
+            tokens, _ = speed.greedy_decode(model, prompt, 24)
+        assert tokens == reference, mode
+
+
+def test_measure_reports_every_figure(pruned_run: Path) -> None:
+    result = speed.measure(str(pruned_run), tokens=4, threads=1)
+    for key in ("dense_tokens_per_s", "act_tokens_per_s", "dual_tokens_per_s", "speedup_act"):
+        assert result[key] > 0
+    assert result["same_tokens"] is True and result["backend"] == "cpp"
+    assert result["threads"] == 1 and result["layers"][-1]["shape"] == "all"
+    assert {"dense_us", "dual_x", "dual_bound"} <= set(result["layers"][0])
