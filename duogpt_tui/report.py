@@ -497,37 +497,35 @@ def _decode_speedup(view: RunView) -> str:
     groups = [(t, by_type[t]) for t in known + sorted(set(by_type) - set(known))]
     groups.append(("all", [layer.decode for layer in layers]))
     modes = [m for m in speedup.MODES if m != "dense"]
-    header = (
-        "layer type",
-        "layers",
-        "dense MFLOP",
-        "dense MB",
-        *(f"{speedup.MODE_NAMES[m]} MFLOP (x)" for m in modes),
-        *(f"{speedup.MODE_NAMES[m]} MB (x)" for m in modes),
-    )
-    rows = []
-    for name, costs in groups:
-        cost = speedup.total(costs)
-        ratio = speedup.speedups(cost)
-        rows.append(
-            (
-                "**all linear layers**" if name == "all" else f"`{name}`",
-                str(len(costs)),
-                f"{cost['dense_flops'] / 1e6:.4g}",
-                f"{cost['dense_bytes'] / 1e6:.4g}",
-                *(f"{cost[f'{m}_flops'] / 1e6:.4g} ({_ratio(ratio[m]['flops'])})" for m in modes),
-                *(f"{cost[f'{m}_bytes'] / 1e6:.4g} ({_ratio(ratio[m]['bytes'])})" for m in modes),
-            )
-        )
     lines = ["## Estimated decode speedup bounds", ""]
     lines.append(
         "One decode step (batch 1, one token) of the pruned linear layers, summed per layer type: "
-        "FLOPs and bytes moved by a dense GEMV, by a weight-sparse kernel (nonzero weights "
-        "only), by an activation-sparse kernel (skips the weight columns whose input is zero) "
-        "and by a dual-sparse spMspV kernel (both). In brackets: the speedup bound, dense cost "
+        "bytes moved and FLOPs of a dense GEMV, of a weight-sparse kernel (nonzero weights "
+        "only), of an activation-sparse kernel (skips the weight columns whose input is zero) "
+        "and of a dual-sparse spMspV kernel (both). In brackets: the speedup bound, dense cost "
         "divided by the mode's cost."
     )
-    lines += ["", *_table(header, rows, align="l" + "r" * (len(header) - 1)), ""]
+    for measure, unit in (("bytes", "B"), ("flops", "FLOP")):
+        header = ("layer type", "layers", "dense", *(speedup.MODE_NAMES[m] for m in modes))
+        rows = []
+        for name, costs in groups:
+            cost = speedup.total(costs)
+            ratio = speedup.speedups(cost)
+            rows.append(
+                (
+                    "**all linear layers**" if name == "all" else f"`{name}`",
+                    str(len(costs)),
+                    _si(cost[f"dense_{measure}"], unit),
+                    *(
+                        f"{_si(cost[f'{m}_{measure}'], unit)} ({_ratio(ratio[m][measure])})"
+                        for m in modes
+                    ),
+                )
+            )
+        title = "Bytes moved" if measure == "bytes" else "FLOPs"
+        lines += ["", f"**{title}**", ""]
+        lines += _table(header, rows, align="l" + "r" * (len(header) - 1))
+    lines.append("")
     lines.append(
         "Assumptions: weights and activations stored in 2 bytes (fp16/bf16); sparse weights in "
         "a column-major bitmap format (n bits per column plus the nonzero values); every mode "
@@ -539,6 +537,14 @@ def _decode_speedup(view: RunView) -> str:
         "are not counted, and irregular access costs are ignored, so real speedups are lower."
     )
     return "\n".join(lines)
+
+
+def _si(value: float, unit: str) -> str:
+    """A quantity with an SI prefix and 3 significant digits: ``8192`` -> ``8.19 kB``."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
 
 
 def _ratio(value: float) -> str:

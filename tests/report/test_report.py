@@ -174,3 +174,19 @@ def test_report_with_protocol_and_tasks_matches_golden_file() -> None:
 
 def test_no_accuracy_section_without_tasks() -> None:
     assert "Zero-shot accuracy" not in render_markdown(scripted.finished_run())
+
+
+def test_decode_costs_carry_si_units() -> None:
+    from duogpt_tui.report import _si
+
+    assert [_si(v, "B") for v in (512, 8192, 16_896, 1.5e6, 2.4e9)] == [
+        "512 B",
+        "8.19 kB",
+        "16.9 kB",
+        "1.5 MB",
+        "2.4 GB",
+    ]
+    text = render_markdown(scripted.finished_run())
+    section = text.split("## Estimated decode speedup bounds")[1].split("\n## ")[0]
+    assert "**Bytes moved**" in section and "**FLOPs**" in section
+    assert "MFLOP" not in section and "kFLOP (4.00x)" in section
