@@ -20,7 +20,7 @@ from solver.events import Event, PerplexityMeasured, Progress, TasksMeasured
 from solver.math.activations import ActivationSparsifier
 from solver.run.adapters import ModelAdapter
 from solver.run.context import RunContext
-from solver.run.perplexity import perplexity
+from solver.run.perplexity import perplexity_steps
 
 PHASES = {
     "dense": "during the dense evaluation",
@@ -65,29 +65,29 @@ def evaluate(
     p_x = run.config.act_sparsity if sparse else 0.0
     sparsifier = ActivationSparsifier(p_x, run.config.act_rule, dict(run.thresholds))
     total = int(windows.shape[0])
-    progress: list[Event] = []
-
-    def on_progress(done: int, total: int) -> None:
-        progress.append(Progress(t=run.t(), phase="eval", done=done, total=total, label=label))
-
     yield Progress(t=run.t(), phase="eval", done=0, total=total, label=label)
     model.to(run.device)
     try:
         with sparsifier.attach(linears if p_x > 0 else {}):
-            ppl = perplexity(
+            steps = perplexity_steps(
                 model,
                 windows,
                 device=run.device,
                 batch_size=run.config.batch_size,
                 cancel=run.cancel,
-                progress=on_progress,
             )
+            while True:  # the windows done, as they are done (the status bar follows them)
+                try:
+                    done, _ = next(steps)
+                except StopIteration as finished:
+                    ppl = float(finished.value)
+                    break
+                yield Progress(t=run.t(), phase="eval", done=done, total=total, label=label)
         measured = sparsifier.mean_measured() if p_x > 0 else 0.0
     finally:
         model.to("cpu")
     if label == "pruned":
         run.eval_act = float(measured)
-    yield from progress[-1:]
     seconds = time.monotonic() - tick
     run.timings["eval"] += seconds
     yield PerplexityMeasured(

@@ -10,7 +10,7 @@ of all windows. The windows come from :func:`solver.io.data.eval_windows`, whose
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import torch
@@ -46,7 +46,32 @@ def perplexity(
     cancel: CancelToken | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> float:
-    """Perplexity of a causal LM on ``[W, S]`` non-overlapping windows.
+    """Perplexity of a causal LM on ``[W, S]`` non-overlapping windows (see
+    :func:`perplexity_steps`, which this runs to the end, calling ``progress`` after each batch).
+    """
+    steps = perplexity_steps(model, windows, device=device, batch_size=batch_size, cancel=cancel)
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as finished:
+            value: float = finished.value
+            return value
+        if progress is not None:
+            progress(done, total)
+
+
+def perplexity_steps(
+    model: Any,
+    windows: torch.Tensor,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 4,
+    cancel: CancelToken | None = None,
+) -> Generator[tuple[int, int], None, float]:
+    """Perplexity of a causal LM on ``[W, S]`` non-overlapping windows, one batch at a time.
+
+    Yields ``(windows_done, windows_total)`` after each batch, so that a caller can report
+    progress as it goes; the perplexity is the generator's return value.
 
     The model is not moved: the caller places it (and sets eval mode); only the token batches go
     to ``device``. The NLL is summed in float64 from float32 log-probabilities, whatever the
@@ -59,10 +84,9 @@ def perplexity(
         device: where the batches are sent (the model's device).
         batch_size: windows per forward pass.
         cancel: checked before each batch; when set, :class:`EvalCancelled` is raised.
-        progress: called as ``progress(windows_done, windows_total)`` after each batch.
 
     Returns:
-        ``exp(mean next-token NLL)``.
+        ``exp(mean next-token NLL)`` (as the generator's return value).
 
     Raises:
         InputError: the windows are not a non-empty ``[W, S >= 2]`` integer tensor, or
@@ -102,8 +126,7 @@ def perplexity(
             predicted += int(targets.numel())
             del shift_logits
         logits = hidden = None
-        if progress is not None:
-            progress(min(start + batch_size, total), total)
+        yield min(start + batch_size, total), total
     mean_nll = nll_sum / predicted
     value = math.exp(mean_nll) if math.isfinite(mean_nll) and mean_nll < 700 else math.inf
     if not math.isfinite(value) or math.isnan(mean_nll):

@@ -20,6 +20,7 @@ from solver.events import (
     Finished,
     LayerSolved,
     PerplexityMeasured,
+    Progress,
     RunStarted,
     from_json,
     is_terminal,
@@ -298,3 +299,17 @@ def test_dead_channels_do_not_push_weight_sparsity_past_the_target() -> None:
     assert isinstance(events[-1], Finished), events[-1]
     assert events[-1].weight_sparsity == pytest.approx(0.5, abs=1e-3)
     assert all(e.weight_sparsity == pytest.approx(0.5, abs=1e-3) for e in of(events, LayerSolved))
+
+
+def test_the_final_evaluation_reports_each_batch_as_it_goes() -> None:
+    """The pruned model's evaluation yields one progress event per batch before its result."""
+    events = collect(TINY.replace(method="magnitude", eval_windows=3, batch_size=1))
+    result = next(
+        i for i, e in enumerate(events) if isinstance(e, PerplexityMeasured) and e.label == "pruned"
+    )
+    steps = [
+        e.done
+        for e in events[:result]
+        if isinstance(e, Progress) and e.phase == "eval" and e.label == "pruned"
+    ]
+    assert steps == [0, 1, 2, 3]
