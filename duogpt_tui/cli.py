@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -24,7 +23,7 @@ from rich.console import Console
 
 from duogpt_tui import formatting, ranks, runner, summary
 from duogpt_tui import report as report_mod
-from duogpt_tui.cli_errors import OneLineErrorGroup, first_line
+from duogpt_tui.cli_errors import OneLineErrorGroup, command_errors, input_error
 from duogpt_tui.cli_options import with_options
 from duogpt_tui.cli_speed import register as register_speed
 from duogpt_tui.exitcodes import EXIT_CODES_HELP, ExitCode
@@ -143,7 +142,7 @@ def prune(
             overwrite=overwrite,
         )
     except InputError as exc:
-        _input_error(console, exc, debug, json_output)
+        input_error(console, exc, debug, json_output)
     for note in run_dir.notes:
         _notice(console, f"note: {note}")
     preflight_estimate(console, config)
@@ -189,7 +188,7 @@ def _resume(
         if changes:
             run_dir.write_config(config)
     except InputError as exc:
-        _input_error(console, exc, debug, json_output)
+        input_error(console, exc, debug, json_output)
     for note in run_dir.notes:
         _notice(console, f"note: {note}")
     preflight_estimate(console, config)
@@ -301,7 +300,7 @@ def report(
             raise InputError(f"{target} already exists: pass --overwrite to replace it")
         written = opened.write_report(text, target, overwrite=True)
     except InputError as exc:
-        _input_error(console, exc, debug, json_output=False)
+        input_error(console, exc, debug, json_output=False)
     if opened.status() == "running":
         _notice(console, "note: the run is still running; the report covers what it did so far")
     for warning in opened.notes:  # corrupt lines of events.jsonl, skipped
@@ -375,7 +374,7 @@ def eval_command(
         typer.echo("\n".join(list_lines()))
         return
     display = RunDisplay(console)
-    try:
+    with command_errors(console, "evaluation", debug=debug, json_output=json_output):
         if target is None:
             raise InputError("missing TARGET: name a model or a run directory (or --list-tasks)")
         base = _run_config_or_defaults(target)
@@ -415,16 +414,6 @@ def eval_command(
                 tasks=task_names,
                 limit=limit or 0,
             )
-    except InputError as exc:
-        _input_error(console, exc, debug, json_output)
-    except KeyboardInterrupt:
-        _error_line(console, "cancelled")
-        raise typer.Exit(ExitCode.CANCELLED) from None
-    except Exception as exc:
-        if debug:
-            _notice(console, traceback.format_exc().rstrip())
-        _error_line(console, f"evaluation failed: {type(exc).__name__}: {first_line(exc)}")
-        raise typer.Exit(ExitCode.FAILED) from None
     result = {"target": target, **result}
     if json_output:
         typer.echo(summary.to_json(result))
@@ -552,16 +541,6 @@ def runs_table(rows: Sequence[Any]) -> str:
 
 
 # --------------------------------------------------------------------- errors and parsing
-
-
-def _input_error(console: Console, exc: InputError, debug: bool, json_output: bool) -> NoReturn:
-    """Report bad input (one line; the traceback with --debug) and exit with code 2."""
-    if debug:
-        _notice(console, "".join(traceback.format_exception(exc)).rstrip())
-    _error_line(console, first_line(exc))
-    if json_output:
-        typer.echo(summary.to_json(summary.input_error_result(first_line(exc))))
-    raise typer.Exit(ExitCode.INPUT)
 
 
 def _error_line(console: Console, message: str) -> None:

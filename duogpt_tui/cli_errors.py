@@ -9,15 +9,19 @@ one line on stderr and a documented exit code, never a traceback (``--debug`` sh
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Sequence
-from typing import Any
+import traceback
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 import typer
+from rich.console import Console
 from typer.core import TyperGroup
 
 from duogpt_tui import summary
 from duogpt_tui.exitcodes import ExitCode
+from duogpt_tui.progress import notice
 from solver.errors import InputError
 
 
@@ -112,3 +116,39 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def input_error(console: Console, exc: InputError, debug: bool, json_output: bool) -> NoReturn:
+    """Report bad input (one line; the traceback with --debug) and exit with code 2 (with the
+    JSON result on stdout under --json)."""
+    if debug:
+        notice(console, "".join(traceback.format_exception(exc)).rstrip())
+    notice(console, f"error: {first_line(exc)}")
+    if json_output:
+        typer.echo(summary.to_json(summary.input_error_result(first_line(exc))))
+    raise typer.Exit(ExitCode.INPUT)
+
+
+@contextlib.contextmanager
+def command_errors(
+    console: Console, what: str, *, debug: bool, json_output: bool
+) -> Iterator[None]:
+    """The endings of a command that measures something (``duogpt eval``, ``duogpt speed``).
+
+    Bad input: one line and exit 2; Ctrl-C: ``error: cancelled`` and exit 130; anything else:
+    ``error: WHAT failed: ...`` and exit 1. ``--debug`` adds the traceback.
+    """
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except InputError as exc:
+        input_error(console, exc, debug, json_output)
+    except KeyboardInterrupt:
+        notice(console, "error: cancelled")
+        raise typer.Exit(ExitCode.CANCELLED) from None
+    except Exception as exc:
+        if debug:
+            notice(console, traceback.format_exc().rstrip())
+        notice(console, f"error: {what} failed: {type(exc).__name__}: {first_line(exc)}")
+        raise typer.Exit(ExitCode.FAILED) from None

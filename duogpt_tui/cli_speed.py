@@ -8,15 +8,14 @@ maps bad input to one ``error:`` line and exit 2. torch loads only when the comm
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
 from duogpt_tui import formatting, summary
-from duogpt_tui.cli_errors import first_line
-from duogpt_tui.exitcodes import EXIT_CODES_HELP, ExitCode
+from duogpt_tui.cli_errors import command_errors
+from duogpt_tui.exitcodes import EXIT_CODES_HELP
 from duogpt_tui.progress import notice, stderr_console
 from solver.errors import InputError
 
@@ -45,7 +44,7 @@ def speed(
     """Measure batch-1 decode: per-layer-shape GEMV times against the byte bounds, and
     end-to-end tokens/s of the dense, activation-sparse and dual-sparse model."""
     console = stderr_console()
-    try:
+    with command_errors(console, "speed measurement", debug=debug, json_output=json_output):
         if tokens < 2:
             raise InputError(f"--tokens must be an integer >= 2, got {tokens}")
         if threads is not None and threads < 1:
@@ -57,19 +56,6 @@ def speed(
             device=device,
             progress=lambda text: notice(console, text),
         )
-    except InputError as exc:
-        notice(console, f"error: {first_line(exc)}")
-        if json_output:
-            typer.echo(summary.to_json(summary.input_error_result(first_line(exc))))
-        raise typer.Exit(ExitCode.INPUT) from None
-    except KeyboardInterrupt:
-        notice(console, "error: cancelled")
-        raise typer.Exit(ExitCode.CANCELLED) from None
-    except Exception as exc:
-        if debug:
-            notice(console, traceback.format_exc().rstrip())
-        notice(console, f"error: speed measurement failed: {type(exc).__name__}: {first_line(exc)}")
-        raise typer.Exit(ExitCode.FAILED) from None
     for line in result.get("notes", []):
         notice(console, f"note: {line}")
     if json_output:
