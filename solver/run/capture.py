@@ -176,19 +176,6 @@ def move_calls(calls: list[list[BlockCall]], device: torch.device) -> list[list[
     ]
 
 
-def move_kwargs(kwargs: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """A copy of a block's keyword inputs with every tensor (also inside tuples) on ``device``."""
-
-    def move(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.to(device)
-        if isinstance(value, tuple):
-            return tuple(move(v) for v in value)
-        return value
-
-    return {k: move(v) for k, v in kwargs.items()}
-
-
 def run_block(
     block: nn.Module, hidden: torch.Tensor, inputs: BlockCall | Mapping[str, Any]
 ) -> torch.Tensor:

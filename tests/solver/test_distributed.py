@@ -18,18 +18,10 @@ from solver.errors import InputError
 from solver.events import Finished, LayerSolved, PerplexityMeasured, from_json, to_json
 from solver.run.distributed import Ranks, checked, owners_by_packing
 from solver.run.pipeline import run
+from tests.solver.test_pipeline import TINY as PIPELINE_TINY
 
-TINY = RunConfig(
-    model="tiny-random",
-    calib="sotu",
-    eval="moby-dick",
-    nsamples=4,
-    seqlen=32,
-    eval_windows=2,
-    batch_size=2,
-    eval_dense=False,
-    checkpoints=False,
-)
+TINY = PIPELINE_TINY.replace(eval_dense=False, checkpoints=False)
+"""The pipeline tests' tiny run, without the dense evaluations and checkpoints."""
 
 WORKER = """
 import sys
