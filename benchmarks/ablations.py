@@ -3,7 +3,8 @@
 alpha {0, 0.125, 0.25, 0.5, 1}; damping {0.01, 0.05}; act-order off/on; residual variant
 original/pruned; true-sequential vs all-at-once; top-k vs threshold activation rule; calibration
 size {16, 32, 64, 128} samples x seqlen {256, 512} (at each alpha of ``--calib-alphas``), and
-alpha {0, 0.125, 0.25, 0.5} at 32 x 256 calibration tokens (``alpha_calibration``). Every
+alpha {0, 0.125, 0.25, 0.5} at 64 x 256 and 128 x 256 calibration tokens (``alpha_calibration``,
+issue 12; ``--alpha-calib-samples`` changes the sizes). Every
 group changes one option from the defaults; the default configuration runs once and is shared.
 
     .venv/bin/python benchmarks/ablations.py --quick --out results/ablations-quick.md
@@ -37,7 +38,7 @@ CALIB = ([16, 32, 64, 128], [256, 512])
 QUICK_CALIB = ([4, 8], [128])
 QUICK_ALPHAS = [0.0, 0.125, 1.0]  # --quick: fewer alphas
 
-ALPHA_CALIB = ([32], [256], [0.0, 0.125, 0.25, 0.5])
+ALPHA_CALIB = ([64, 128], [256], [0.0, 0.125, 0.25, 0.5])
 """Group ``alpha_calibration``: samples, seqlens and alphas, to see how the best alpha moves
 with the calibration size (the ``alpha`` group has it at the base protocol's 16 x 256)."""
 QUICK_ALPHA_CALIB = ([8], [128], [0.0, 0.125])
@@ -65,8 +66,8 @@ def configurations(
             for seqlen in seqlens:
                 for nsamples in samples:
                     config = {**default, "nsamples": nsamples, "seqlen": seqlen, "alpha": alpha}
-                    # the evaluation stays the base protocol's (same windows and length)
-                    config["eval_seqlen"] = base["seqlen"]
+                    if seqlen != base["seqlen"]:  # the evaluation stays the base protocol's
+                        config["eval_seqlen"] = base["seqlen"]
                     rows.append((group, f"{nsamples} x {seqlen}, alpha {alpha:g}", config))
 
     for group in groups:
@@ -93,6 +94,11 @@ def main() -> None:
     parser.add_argument(
         "--calib-alphas", default="0.125", help="alphas of the calibration-size grid"
     )
+    parser.add_argument(
+        "--alpha-calib-samples",
+        default=",".join(str(n) for n in ALPHA_CALIB[0]),
+        help="calibration sample counts of the alpha_calibration group (at seqlen 256)",
+    )
     args = parser.parse_args()
     base = common.protocol(args.quick, args.threads)
     session = common.Session(args.out)
@@ -106,7 +112,7 @@ def main() -> None:
         groups,
         QUICK_CALIB if args.quick else CALIB,
         alphas,
-        QUICK_ALPHA_CALIB if args.quick else ALPHA_CALIB,
+        QUICK_ALPHA_CALIB if args.quick else alpha_calib_grid(args.alpha_calib_samples),
     )
     seeds = common.seeds_of(args, base)
     distinct = distinct_configs(rows, seeds)
@@ -126,6 +132,12 @@ def main() -> None:
         f"{base['seqlen']} tokens) whatever their calibration seqlen." + common.seeds_text(seeds),
         results=results,
     )
+
+
+def alpha_calib_grid(samples: str) -> tuple[list[int], list[int], list[float]]:
+    """The ``alpha_calibration`` grid with the sample counts of ``--alpha-calib-samples``."""
+    counts = [int(n) for n in samples.split(",") if n.strip()]
+    return counts, ALPHA_CALIB[1], ALPHA_CALIB[2]
 
 
 def distinct_configs(

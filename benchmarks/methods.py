@@ -6,6 +6,7 @@ achieved sparsities, wall time, peak RSS, and the dual-sparse decode bytes bound
 
     .venv/bin/python benchmarks/methods.py --quick --out results/methods-quick.md
     .venv/bin/python benchmarks/methods.py --out results/methods.md [--only duogpt,sparsegpt]
+    .venv/bin/python benchmarks/methods.py --seeds 0 1 2 --nsamples 64 --out results/methods-64.md
 """
 
 from __future__ import annotations
@@ -55,8 +56,16 @@ def main() -> None:
     parser.add_argument(
         "--settings", default="", help="comma-separated settings to run, e.g. 'W50%% + X0%%'"
     )
+    parser.add_argument(
+        "--nsamples",
+        type=int,
+        default=0,
+        help="calibration samples (0: the protocol's; issue 12 also measures 64)",
+    )
     args = parser.parse_args()
     base = common.protocol(args.quick, args.threads)
+    if args.nsamples > 0:
+        base["nsamples"] = args.nsamples
     session = common.Session(args.out)
     isolate = not (args.in_process or args.quick)  # --quick: one process, fast start
     seeds = common.seeds_of(args, base)
