@@ -1,9 +1,10 @@
 """Shared code of the benchmark scripts (issue 4): run configurations, collect, write Markdown.
 
 Each benchmark script builds a list of ``(label, RunConfig)``, runs them one at a time through
-:func:`solver.run.pipeline.run` — each in a fresh Python process by default, so that the peak RSS of
-one run is not inflated by the ones before it — and writes a table as Markdown together with the
-exact command, the protocol, the machine (cpu count, torch threads, load) and the date.
+:func:`duogpt_tui.runner.stream` (the pipeline, ended by the runner) — each in a fresh Python
+process by default, so that the peak RSS of one run is not inflated by the ones before it — and
+writes a table as Markdown together with the exact command, the protocol, the machine (cpu
+count, torch threads, load) and the date.
 
 ``--quick`` runs a reduced version meant to finish in under 3 minutes on 2 cores: the first
 :data:`QUICK_BLOCKS` decoder blocks of SmolLM2-135M (saved once into the model cache), 4 x 128
@@ -135,18 +136,12 @@ def _threads_text() -> str:
 
 def run_in_process(config: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration here and return its summary (see :func:`summarize`)."""
-    from duogpt_tui.runner import terminal_event
+    from duogpt_tui.runner import stream
     from solver.config import RunConfig
-    from solver.run.pipeline import run
-    from solver.run.stop import RunStopped
 
     cfg = RunConfig.from_dict({**config, **NO_FILES})
     tick = time.monotonic()
-    events: list[Any] = []
-    try:
-        events.extend(run(cfg))
-    except RunStopped as stop:  # the run's ending, made as the runner makes it
-        events.append(terminal_event(stop))
+    events: list[Any] = list(stream(cfg))  # the terminal event last, made by the runner
     wall = time.monotonic() - tick
     return summarize(events, wall)
 

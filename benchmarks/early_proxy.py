@@ -54,20 +54,19 @@ def layer_overrides(specs: list[str]) -> Iterator[None]:
 
 def proxies(config: dict[str, Any], upto: int) -> list[float]:
     """The proxy perplexities after blocks 0..upto of one configuration."""
+    from duogpt_tui.runner import stream
     from solver import events as ev
     from solver.config import RunConfig
-    from solver.run.pipeline import run
-    from solver.run.stop import RunStopped
 
     found: list[float] = []
-    try:
-        for event in run(RunConfig.from_dict(config)):
-            if isinstance(event, ev.PerplexityMeasured) and event.label == "proxy":
-                found.append(round(event.ppl, 2))
-                if event.block >= upto:
-                    break
-    except RunStopped as stop:
-        raise SystemExit(f"error: the run ended early: {stop}") from stop
+    for event in stream(RunConfig.from_dict(config)):
+        if isinstance(event, ev.PerplexityMeasured) and event.label == "proxy":
+            found.append(round(event.ppl, 2))
+            if event.block >= upto:
+                break
+        elif isinstance(event, (ev.Failed, ev.Cancelled)):
+            why = event.error if isinstance(event, ev.Failed) else event.reason
+            raise SystemExit(f"error: the run ended early: {why}")
     return found
 
 

@@ -64,19 +64,23 @@ def launch(nproc: int, argv: list[str]) -> int:
 
 
 def run_quietly(config: RunConfig) -> ExitCode:
-    """A rank other than 0: run the pipeline without a run directory; its exit code."""
-    from solver.run.pipeline import run
-    from solver.run.stop import RunCancelled, RunStopped
+    """A rank other than 0: run the pipeline without a run directory; its exit code.
+
+    The run ends as every run does, with the terminal event the runner makes
+    (:func:`duogpt_tui.runner.stream`); only its exit code and a failure's one line show.
+    """
+    from duogpt_tui.runner import stream
+    from solver import events as ev
 
     cancel = threading.Event()
-    try:
-        with cancel_on_signals(cancel):
-            for _ in run(config, cancel):
-                pass
-    except RunStopped as stopped:
-        if isinstance(stopped.__cause__, RunCancelled):
-            return ExitCode.CANCELLED
-        print(f"error (rank {rank()}): {stopped.__cause__}", file=sys.stderr)
+    ending: ev.Event | None = None
+    with cancel_on_signals(cancel):
+        for event in stream(config, cancel):
+            ending = event
+    if isinstance(ending, ev.Cancelled):
+        return ExitCode.CANCELLED
+    if isinstance(ending, ev.Failed):
+        print(f"error (rank {rank()}): {ending.error}", file=sys.stderr)
         return ExitCode.FAILED
     return ExitCode.OK
 

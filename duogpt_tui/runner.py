@@ -5,12 +5,15 @@ appends every event to the run directory before handing it on, and guarantees th
 directory always says how the run ended: exactly one terminal event, a ``report.md`` and no lock
 left behind — also when the solver raises, stops early, or the consumer stops reading.
 
-The runner is the one place that decides how a run ended. The solver yields
-:class:`~solver.events.Finished` (its totals) when it gets to the end and raises
-:class:`~solver.run.stop.RunStopped` when it does not; :func:`terminal_event` turns that (or
-any other exception) into the run's :class:`~solver.events.Failed` or
-:class:`~solver.events.Cancelled`, which is recorded and then yielded — the consumer shows the
-very event that went to disk, and never makes one of its own.
+The runner is the one place that makes terminal events (a test scans the product code for any
+other). The solver yields none: its generator *returns* :class:`~solver.events.RunTotals` when it
+gets to the end, which :func:`finished` turns into :class:`~solver.events.Finished`, and raises
+:class:`~solver.run.stop.RunStopped` when it does not, which :func:`terminal_event` (like any
+other exception) turns into :class:`~solver.events.Failed` or :class:`~solver.events.Cancelled`.
+The event is recorded and then yielded — the consumer (the TUI included) shows the very event
+that went to disk, and never makes one of its own. :func:`stream` applies the same ending
+without a run directory, for consumers that only read the events (ranks other than 0,
+benchmarks, tests).
 
 ``solver.run.pipeline`` (torch, transformers) is imported only when a run starts, so importing this
 module (and ``duogpt --help``) stays fast.
@@ -18,8 +21,10 @@ module (and ``duogpt --help``) stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 
 from duogpt_tui import report
 from duogpt_tui.runstore import RunDir
@@ -33,16 +38,20 @@ __all__ = [
     "Source",
     "ending_after_error",
     "execute",
+    "finished",
     "pipeline_source",
     "preflight",
+    "stream",
     "terminal_event",
 ]
 
 Source = Callable[..., Iterator[ev.Event]]
 """An event source: ``source(config, cancel, workdir)``, like ``solver.run.pipeline.run``; a source
-that can continue a run also takes ``resume=True`` (see :func:`execute`). A source ends with
-:class:`~solver.events.Finished`, or by raising; a replay of a recorded run may also end with the
-terminal event it replays."""
+that can continue a run also takes ``resume=True`` (see :func:`execute`). A source that gets to
+the end *returns* its :class:`~solver.events.RunTotals` (a generator's return value), which the
+runner makes into :class:`~solver.events.Finished`; one that does not get there raises. A
+replay of a recorded run (the scripted sources of the tests) may instead yield the terminal event
+it replays and return nothing: that event is recorded as it is, and the runner adds none."""
 
 
 def pipeline_source() -> Source:
@@ -72,10 +81,11 @@ def execute(
 ) -> Generator[ev.Event, None, None]:
     """Run ``source`` and record every event in ``run_dir``, yielding each one as it comes.
 
-    The run directory always ends with exactly one terminal event: the source's own
-    :class:`~solver.events.Finished`; else the :func:`terminal_event` of what the source raised
-    (a :class:`~solver.events.Failed` or :class:`~solver.events.Cancelled`); else a
-    :class:`~solver.events.Failed` when the source stops without one; else a
+    The run directory always ends with exactly one terminal event: the :func:`finished` of the
+    totals the source returned (or the terminal event a replay yielded); else the
+    :func:`terminal_event` of what the source raised (a :class:`~solver.events.Failed` or
+    :class:`~solver.events.Cancelled`); else a :class:`~solver.events.Failed` when the source
+    stops without totals or a terminal event; else a
     :class:`~solver.events.Cancelled` when the consumer closes this generator early (or a
     ``KeyboardInterrupt`` goes through it). Then ``report.md`` is rendered and the lock released.
 
@@ -93,9 +103,40 @@ def execute(
     """
     recorder = _Recorder(run_dir)
     try:
-        yield from _drive(recorder, config, cancel, source, resume)
+        yield from _drive(recorder, config, cancel, source, run_dir.path, resume)
     finally:
         recorder.finish(config)
+
+
+def stream(
+    config: RunConfig,
+    cancel: CancelToken | None = None,
+    workdir: Path | None = None,
+    source: Source | None = None,
+    resume: bool = False,
+) -> Generator[ev.Event, None, None]:
+    """Run ``source`` and yield its events, ending as :func:`execute` ends, with no run directory.
+
+    The last event is the run's one terminal event, made as :func:`execute` makes it: the
+    :func:`finished` of the returned totals, the :func:`terminal_event` of what the source
+    raised, or a :class:`~solver.events.Failed` when it stopped without either. Nothing is
+    recorded and there is no report; closing this generator early closes the source and makes
+    no event. For the ranks other than 0, the benchmarks and the tests.
+
+    Args:
+        config: the run's configuration.
+        cancel: the cancel token handed to the source.
+        workdir: handed to the source (the pruned model and checkpoints go there; None: nowhere).
+        source: the event source; defaults to :func:`pipeline_source`.
+        resume: continue the run from its checkpoint in ``workdir``.
+    """
+    yield from _drive(_Ending(), config, cancel, source, workdir, resume)
+
+
+def finished(totals: ev.RunTotals) -> ev.Finished:
+    """The terminal event of a run that got to the end: its totals, at ``t = totals.seconds``."""
+    fields = {f.name: getattr(totals, f.name) for f in dataclasses.fields(ev.RunTotals)}
+    return ev.Finished(t=totals.seconds, **fields)
 
 
 def terminal_event(error: BaseException, t: float = 0.0, block: int = -1) -> ev.Event:
@@ -154,24 +195,25 @@ def ending_after_error(config: RunConfig, run_dir: RunDir, error: BaseException)
 
 
 def _drive(
-    recorder: _Recorder,
+    recorder: _Ending,
     config: RunConfig,
     cancel: CancelToken | None,
     source: Source | None,
+    workdir: Path | None,
     resume: bool = False,
 ) -> Iterator[ev.Event]:
     """Iterate the source, recording each event; turn how it stopped into its terminal event."""
     try:
         extra = {"resume": True} if resume else {}
-        events = (source or pipeline_source())(config, cancel, recorder.run_dir.path, **extra)
+        events = (source or pipeline_source())(config, cancel, workdir, **extra)
         try:
-            for event in events:
-                if recorder.record(event):
-                    yield event
+            totals = yield from _passed_on(iter(events), recorder)
         finally:
             close = getattr(events, "close", None)
             if close is not None:
                 close()
+        if isinstance(totals, ev.RunTotals) and recorder.terminal is None:
+            yield recorder.conclude(finished(totals))
     except Exception as exc:  # the run stopped early, or a solver bug: the run must still end
         if recorder.terminal is None:
             yield recorder.conclude(terminal_event(exc, recorder.last_t, recorder.block))
@@ -186,35 +228,69 @@ def _drive(
         )
 
 
-class _Recorder:
-    """Appends events to a run directory and remembers how far the run got.
+def _passed_on(events: Iterator[ev.Event], recorder: _Ending) -> Generator[ev.Event, None, object]:
+    """Record and yield each event of ``events`` (none after a terminal one); its return value."""
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as stop:
+            return stop.value
+        if recorder.record(event):
+            yield event
+
+
+class _Ending:
+    """Follows a run's events: how far it got, and its terminal event once there is one.
 
     Attributes:
-        run_dir: where events go.
-        terminal: the terminal event once one was written.
+        terminal: the terminal event once one was recorded.
         last_t: the time offset of the last event.
         block: the block being pruned (-1 before the first).
     """
 
-    def __init__(self, run_dir: RunDir) -> None:
-        """Start recording into ``run_dir``."""
-        self.run_dir = run_dir
+    def __init__(self) -> None:
+        """Start following a run."""
         self.terminal: ev.Event | None = None
         self.last_t = 0.0
         self.block = -1
-        self._finished = False
 
     def record(self, event: ev.Event) -> bool:
-        """Append an event; False (and nothing written) for events after the terminal one."""
+        """Take an event in; False (and nothing taken) for events after the terminal one."""
         if self.terminal is not None:
             return False
-        self.run_dir.append(event)
+        self.write(event)
         self.last_t = max(self.last_t, event.t)
         if isinstance(event, ev.BlockStarted):
             self.block = event.block
         if ev.is_terminal(event):
             self.terminal = event
         return True
+
+    def write(self, event: ev.Event) -> None:
+        """Keep an event somewhere (here: nowhere)."""
+
+    def conclude(self, event: ev.Event) -> ev.Event:
+        """Record the terminal event made here and return it."""
+        self.record(event)
+        return event
+
+
+class _Recorder(_Ending):
+    """Appends events to a run directory and remembers how far the run got.
+
+    Attributes:
+        run_dir: where events go.
+    """
+
+    def __init__(self, run_dir: RunDir) -> None:
+        """Start recording into ``run_dir``."""
+        super().__init__()
+        self.run_dir = run_dir
+        self._finished = False
+
+    def write(self, event: ev.Event) -> None:
+        """Append an event to ``events.jsonl``."""
+        self.run_dir.append(event)
 
     def conclude(self, event: ev.Event) -> ev.Event:
         """Record the terminal event made here and return it.

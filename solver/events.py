@@ -4,7 +4,10 @@ Every consumer — the run store, the TUI, the CLI and the report — reads the 
 are small frozen dataclasses of plain values; each has a ``kind`` and ``t``, the seconds since
 the run started. They serialise to one JSON line each and read back equal.
 
-A run yields exactly one terminal event: :class:`Finished`, :class:`Cancelled` or :class:`Failed`.
+A run's stream ends with exactly one terminal event: :class:`Finished`, :class:`Cancelled` or
+:class:`Failed`. The solver makes none of them: its generator *returns* :class:`RunTotals` when it
+gets to the end and raises when it does not, and the runner (:mod:`duogpt_tui.runner`) makes the
+terminal event from that — the one place where terminal events are made.
 """
 
 from __future__ import annotations
@@ -216,8 +219,10 @@ class Note(Event):
 
 
 @dataclass(frozen=True)
-class Finished(Event):
-    """Terminal event: the run completed.
+class RunTotals:
+    """What a completed run amounts to: the value the solver's generator returns (not an event).
+
+    The runner makes :class:`Finished` from it, field for field (``t`` is ``seconds``).
 
     Attributes:
         seconds: total wall time.
@@ -228,13 +233,22 @@ class Finished(Event):
         timings: total seconds by part (``load``, ``forward``, ``statistics``, ``solve``, ``eval``).
     """
 
-    kind: ClassVar[str] = "finished"
     seconds: float = 0.0
     weight_sparsity: float = 0.0
     act_sparsity: float = 0.0
     peak_memory_mb: float = 0.0
     model_dir: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Finished(RunTotals, Event):
+    """Terminal event: the run completed; ``t`` then the fields of its :class:`RunTotals`.
+
+    Made only by the runner, from the totals that the solver's generator returned.
+    """
+
+    kind: ClassVar[str] = "finished"
 
 
 @dataclass(frozen=True)

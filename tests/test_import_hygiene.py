@@ -3,6 +3,8 @@
 * ``solver`` never imports textual, rich or typer.
 * The headless pieces of the app (run store, runner, report, plots) never import textual.
 * ``duogpt --help`` stays fast: importing the CLI loads neither torch nor textual.
+* Terminal events (``Finished``, ``Failed``, ``Cancelled``) are made in one place, the runner
+  (read, not executed): the solver returns its totals or raises, the TUI shows what is on disk.
 """
 
 from __future__ import annotations
@@ -98,3 +100,48 @@ def test_cli_import_is_light() -> None:
     loaded = loaded_after_import(["duogpt_tui.cli"])
     assert "typer" in loaded
     assert not loaded & {"textual", "torch", "transformers"}, loaded
+
+
+TERMINAL_EVENTS = frozenset({"Finished", "Failed", "Cancelled"})
+"""The terminal event classes of :mod:`solver.events`."""
+
+PRODUCT_PACKAGES = ("solver", "duogpt_tui", "screens")
+"""The packages that ship (tests and benchmarks may make events of their own)."""
+
+RUNNER = ROOT / "duogpt_tui" / "runner.py"
+"""The one module allowed to make terminal events."""
+
+
+def terminal_event_calls(path: Path) -> list[str]:
+    """``line: name`` of every call in ``path`` that makes a terminal event.
+
+    A call counts when it names a terminal event class (``Finished(...)``, ``ev.Failed(...)``) or
+    a name imported as one (``from solver.events import Cancelled as Stop``).
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set(TERMINAL_EVENTS)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names |= {a.asname for a in node.names if a.asname and a.name in TERMINAL_EVENTS}
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+        if name in names:
+            found.append(f"{node.lineno}: {name}")
+    return found
+
+
+def test_only_the_runner_makes_terminal_events() -> None:
+    """Issue 10: the solver yields no terminal event and no screen makes one; the runner does."""
+    makers = {}
+    for package in PRODUCT_PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            calls = terminal_event_calls(path)
+            if calls and path != RUNNER:
+                makers[str(path.relative_to(ROOT))] = calls
+    assert not makers, f"terminal events made outside duogpt_tui/runner.py: {makers}"
+    made = {call.split(": ")[1] for call in terminal_event_calls(RUNNER)}
+    assert made == TERMINAL_EVENTS, made  # the scan sees the runner make all three

@@ -1,22 +1,24 @@
-"""The layer-by-layer pruning driver: ``run(config, cancel) -> Iterator[Event]``.
+"""The layer-by-layer pruning driver: ``run(config, cancel)`` yields events and returns totals.
 
 ALGORITHM.md §6. The driver loads the model and the texts, announces the run, measures the dense
 model, walks the decoder blocks with the two calibration streams (:mod:`solver.run.blocks`),
 measures the pruned model (:mod:`solver.run.measure`), saves it (:mod:`solver.run.save`) and
-ends with :class:`Finished`, the run's totals. It can also continue a run from the checkpoint of
-its last complete block.
+returns the run's :class:`~solver.events.RunTotals`. It can also continue a run from the
+checkpoint of its last complete block.
 
-Every consumer (run store, TUI, CLI, report) sees the same events (:mod:`solver.events`). A run
-that ends early — cancelled, bad input found while loading, a numerical failure, a bug — yields
-no terminal event: :func:`run` raises :class:`~solver.run.stop.RunStopped`, which says where
-the run was, and the runner (:mod:`duogpt_tui.runner`) is the one place that turns that ending
-into the run's ``Failed`` or ``Cancelled`` event.
+Every consumer (run store, TUI, CLI, report) sees the same events (:mod:`solver.events`), but the
+driver yields no terminal event, ever: a run that gets to the end *returns* its totals, and a run
+that ends early — cancelled, bad input found while loading, a numerical failure, a bug — raises
+:class:`~solver.run.stop.RunStopped`, which says where the run was. The runner
+(:mod:`duogpt_tui.runner`) is the one place that makes every terminal event: ``Finished`` from
+the totals, ``Failed`` or ``Cancelled`` from the ending. Consumers without a run directory iterate
+``duogpt_tui.runner.stream`` to get the same events, the terminal one last.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +27,7 @@ from torch import nn
 
 from solver.config import RunConfig
 from solver.errors import InputError, RunError
-from solver.events import Event, Finished, Note, Progress, RunStarted
+from solver.events import Event, Note, Progress, RunStarted, RunTotals
 from solver.io import checkpoint, system
 from solver.io.run_files import CHECKPOINTS_DIR
 from solver.run import blocks, distributed, estimate
@@ -64,8 +66,11 @@ def run(
     cancel: CancelToken | None = None,
     workdir: Path | None = None,
     resume: bool = False,
-) -> Iterator[Event]:
-    """Prune a model as ``config`` says and yield the run's events, :class:`Finished` last.
+) -> Generator[Event, None, RunTotals]:
+    """Prune a model as ``config`` says, yield the run's events and return its totals.
+
+    No terminal event is yielded: the runner makes ``Finished`` from the returned totals, and
+    ``Failed`` or ``Cancelled`` from the :class:`~solver.run.stop.RunStopped` raised here.
 
     Args:
         config: what to run.
@@ -76,6 +81,9 @@ def run(
         resume: continue from the checkpoint in ``workdir`` (after its last complete block);
             the events before it (run started, dense perplexities, finished blocks) are not
             repeated.
+
+    Returns:
+        The run's totals (time, sparsities, peak memory, where the model went).
 
     Raises:
         RunStopped: the run ended early; its ``__cause__`` is why: a
@@ -93,7 +101,7 @@ def run(
         context.dist, context.device = distributed.join(context.device)
         context.config = distributed.checked(config, context.dist, resume)
         context.cancel = cancel or NEVER
-        yield from _Driver(context, workdir, resume).events()
+        return (yield from _Driver(context, workdir, resume).events())
     except (torch.OutOfMemoryError, MemoryError) as err:
         cause = RunError(_out_of_memory(err, context))
         cause.__cause__ = err
@@ -143,8 +151,8 @@ class _Driver:
         if resume and self.checkpoint_dir is None:
             raise InputError("resuming needs the run directory that holds the checkpoint")
 
-    def events(self) -> Iterator[Event]:
-        """The whole run: load, prune (fresh or resumed), evaluate, save, finish."""
+    def events(self) -> Generator[Event, None, RunTotals]:
+        """The whole run: load, prune (fresh or resumed), evaluate, save; return its totals."""
         from solver.io.data import adds_bos, calibration_batch, eval_sample, held_out_cut, load_text
         from solver.io.models import load_model
 
@@ -225,7 +233,7 @@ class _Driver:
         context.check_cancel()
         if self.checkpoint_dir is not None and not config.keep_checkpoints:
             checkpoint.remove(self.checkpoint_dir)
-        yield self.finished(linears, model_dir)
+        return self.totals(linears, model_dir)
 
     def fresh(
         self,
@@ -310,13 +318,12 @@ class _Driver:
                 text=f"not pruned (never called by the forward pass): {names}",
             )
 
-    def finished(self, linears: dict[str, nn.Module], model_dir: str) -> Finished:
+    def totals(self, linears: dict[str, nn.Module], model_dir: str) -> RunTotals:
         """The run's totals: its time, sparsities, peak memory and where the model went."""
         context = self.context
         zeros = sum(int((layer_weight(m) == 0).sum()) for m in linears.values())
         total = sum(layer_weight(m).numel() for m in linears.values())
-        return Finished(
-            t=context.t(),
+        return RunTotals(
             seconds=context.t(),
             weight_sparsity=zeros / max(total, 1),
             act_sparsity=context.act_sparsity(),

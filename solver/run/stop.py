@@ -9,8 +9,9 @@ loading the solver.
 * :class:`RunStopped` — what the pipeline raises when the run ends early, for any reason: it says
   *where* the run was (time, block, phase); its ``__cause__`` says *why* (a
   :class:`RunCancelled`, a :class:`~solver.errors.DuoGPTError` with the user's one line, or any
-  other exception: a bug). The pipeline never turns an early end into an event itself: the runner
-  (:mod:`duogpt_tui.runner`) is the one place that makes the run's ``Failed`` or ``Cancelled``.
+  other exception: a bug). The pipeline never makes a terminal event itself (it *returns* its
+  totals when it gets to the end): the runner (:mod:`duogpt_tui.runner`) is the one place that
+  makes every terminal event, the run's ``Finished``, ``Failed`` or ``Cancelled``.
 """
 
 from __future__ import annotations

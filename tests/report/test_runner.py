@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +37,103 @@ def assert_ended(run_dir: RunDir, kind: str) -> None:
     assert run_dir.status() == kind
 
 
+def totals_of(finished: ev.Event) -> ev.RunTotals:
+    """The totals that a :class:`~solver.events.Finished` was made from."""
+    names = [f.name for f in dataclasses.fields(ev.RunTotals)]
+    return ev.RunTotals(**{name: getattr(finished, name) for name in names})
+
+
+def returning_source(events: list[ev.Event]) -> Any:
+    """A fake source like the pipeline: yields ``events`` but the last, returns its totals."""
+
+    def source(
+        config: RunConfig, cancel: Any = None, workdir: Path | None = None
+    ) -> Generator[ev.Event, None, ev.RunTotals]:
+        yield from events[:-1]
+        return totals_of(events[-1])
+
+    return source
+
+
 def test_a_finished_run_is_recorded_and_reported(tmp_path: Path) -> None:
     seen: list[Any] = []
+    source = returning_source(scripted.finished_run())
 
-    def source(config: RunConfig, cancel: Any, workdir: Path) -> Iterator[ev.Event]:
+    def watched(config: RunConfig, cancel: Any, workdir: Path) -> Iterator[ev.Event]:
         seen.append((config, cancel, workdir))
-        yield from scripted.finished_run()
+        return source(config, cancel, workdir)  # type: ignore[no-any-return]
 
-    yielded, run_dir = run_all(tmp_path, source)
+    yielded, run_dir = run_all(tmp_path, watched)
     assert yielded == scripted.finished_run() == run_dir.events()
     assert seen == [(scripted.CONFIG, None, run_dir.path)]
     assert_ended(run_dir, "finished")
+
+
+def test_the_runner_makes_finished_from_the_returned_totals() -> None:
+    totals = ev.RunTotals(seconds=7.25, weight_sparsity=0.5, model_dir="m", timings={"solve": 1.0})
+    finished = runner.finished(totals)
+    assert isinstance(finished, ev.Finished) and finished.t == 7.25
+    assert totals_of(finished) == totals
+    # the line in events.jsonl: ``t`` first, then the totals, field for field
+    fields = [f.name for f in dataclasses.fields(ev.Finished)]
+    assert fields == ["t", *(f.name for f in dataclasses.fields(ev.RunTotals))]
+    assert list(ev.to_dict(finished)) == ["kind", *fields]
+
+
+def test_a_replayed_terminal_event_is_kept_as_it_is(tmp_path: Path) -> None:
+    """A replay that yields its own terminal event (and returns totals too) gets no other."""
+    replay = scripted.cancelled_run()
+
+    def source(
+        config: RunConfig, cancel: Any, workdir: Path
+    ) -> Generator[ev.Event, None, ev.RunTotals]:
+        yield from replay
+        return ev.RunTotals(seconds=9.0)
+
+    yielded, run_dir = run_all(tmp_path, source)
+    assert yielded == replay == run_dir.events()
+    assert_ended(run_dir, "cancelled")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        returning_source(scripted.finished_run()),
+        scripted.scripted_source(scripted.failed_run()),
+        scripted.raising_source(after=3),
+        scripted.silent_source(),
+    ],
+    ids=["totals", "replay", "raising", "silent"],
+)
+def test_stream_ends_as_execute_ends_without_a_run_directory(tmp_path: Path, source: Any) -> None:
+    recorded, _ = run_all(tmp_path, source)
+    streamed = list(runner.stream(scripted.CONFIG, source=source))
+    assert streamed == recorded
+    assert sum(ev.is_terminal(e) for e in streamed) == 1 and ev.is_terminal(streamed[-1])
+    assert list(tmp_path.iterdir()) == [tmp_path / "run"], "stream writes nothing"
+
+
+def test_stream_hands_the_source_its_arguments_and_closes_it(tmp_path: Path) -> None:
+    got: list[Any] = []
+    closed: list[bool] = []
+
+    def source(
+        config: RunConfig, cancel: Any, workdir: Path | None, resume: bool = False
+    ) -> Iterator[ev.Event]:
+        got.append((cancel, workdir, resume))
+        try:
+            yield from scripted.finished_run()
+        finally:
+            closed.append(True)
+
+    token = object()
+    events = runner.stream(scripted.CONFIG, token, tmp_path, source=source, resume=True)  # type: ignore[arg-type]
+    assert next(events) == scripted.finished_run()[0]
+    events.close()
+    assert got == [(token, tmp_path, True)] and closed == [True]
+    assert list(runner.stream(scripted.CONFIG, source=stopping_source(RunCancelled())))[-1] == (
+        ev.Cancelled(t=4.5, block=1, reason="cancelled while pruning")
+    )
 
 
 def test_a_raising_source_ends_with_a_failed_event(tmp_path: Path) -> None:
@@ -163,7 +250,7 @@ def test_a_missing_pipeline_ends_failed(tmp_path: Path, monkeypatch: pytest.Monk
     assert_ended(RunDir.open(run_dir.path), "failed")
 
 
-# -- the runner is the one place that makes Failed and Cancelled ---------------------------------
+# -- the runner is the one place that makes Finished, Failed and Cancelled -----------------------
 
 
 def stopping_source(cause: BaseException, t: float = 4.5, block: int = 1) -> Any:

@@ -368,9 +368,9 @@ def test_same_text_is_held_out_by_construction() -> None:
 
 
 def test_a_run_with_the_same_text_holds_out_its_evaluation(tmp_path: Path) -> None:
+    from duogpt_tui.runner import stream
     from solver.config import RunConfig
     from solver.events import PerplexityMeasured, RunStarted
-    from solver.run.pipeline import run
 
     path = tmp_path / "words.txt"
     path.write_text(ASCII_TEXT, encoding="utf-8")
@@ -387,7 +387,7 @@ def test_a_run_with_the_same_text_holds_out_its_evaluation(tmp_path: Path) -> No
         checkpoints=False,
         device="cpu",
     )
-    events = list(run(config))
+    events = list(stream(config))
     started = next(e for e in events if isinstance(e, RunStarted))
     measured = [e for e in events if isinstance(e, PerplexityMeasured)]
     cut = started.calib["chars"][1]

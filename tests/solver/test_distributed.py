@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from duogpt_tui.runner import stream
 from solver.config import RunConfig
 from solver.errors import InputError
 from solver.events import Finished, LayerSolved, PerplexityMeasured, from_json, to_json
 from solver.run.distributed import Ranks, checked, owners_by_packing
-from solver.run.pipeline import run
 from tests.solver.test_pipeline import TINY as PIPELINE_TINY
 
 TINY = PIPELINE_TINY.replace(eval_dense=False, checkpoints=False)
@@ -27,13 +27,13 @@ WORKER = """
 import sys
 from pathlib import Path
 from solver.config import RunConfig
+from duogpt_tui.runner import stream
 from solver.events import to_json
-from solver.run.pipeline import run
 config = RunConfig.from_dict(__import__("json").loads(sys.argv[1]))
 out = Path(sys.argv[2])
 rank = int(__import__("os").environ["RANK"])
 workdir = out if rank == 0 else None
-lines = [to_json(e) for e in run(config, workdir=workdir)]
+lines = [to_json(e) for e in stream(config, workdir=workdir)]
 (out / f"events{rank}.jsonl").write_text("\\n".join(lines))
 """
 
@@ -112,7 +112,7 @@ def test_two_ranks_prune_like_one_process(tmp_path: Path, changes: dict[str, obj
     one_dir, two_dir = tmp_path / "one", tmp_path / "two"
     one_dir.mkdir()
     two_dir.mkdir()
-    one = list(run(config, workdir=one_dir))
+    one = list(stream(config, workdir=one_dir))
     _two_ranks(config.replace(nproc=2), two_dir)
     ranks = [
         [from_json(line) for line in (two_dir / f"events{r}.jsonl").read_text().splitlines()]

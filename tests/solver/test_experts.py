@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers.models.mixtral import modeling_mixtral
 
+from duogpt_tui.runner import stream
 from solver.config import RunConfig
 from solver.events import Event, Finished, LayerSolved, Note
 from solver.math.activations import ActivationSparsifier
 from solver.run import experts, methods, routed
 from solver.run.adapters import find_adapter
-from solver.run.pipeline import run
 from tests.solver.families import save_tiny, tiny_model, write_texts
 
 CONFIG = {
@@ -36,7 +36,7 @@ def mixtral(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _events(folder: Path, **overrides: Any) -> list[Event]:
     texts = {"calib": str(folder.parent / "sotu.txt"), "eval": str(folder.parent / "moby-dick.txt")}
-    return list(run(RunConfig(model=str(folder), **{**CONFIG, **texts, **overrides})))
+    return list(stream(RunConfig(model=str(folder), **{**CONFIG, **texts, **overrides})))
 
 
 @pytest.mark.parametrize("family", ["mixtral", "qwen3_moe"])

@@ -246,9 +246,8 @@ class _StopAfterBlock0:
 def test_resume_restores_conv1d_and_expert_slices(
     family: str, folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
+    from duogpt_tui.runner import stream
     from solver.config import RunConfig
-    from solver.run.pipeline import run
-    from solver.run.stop import RunStopped
 
     folder = saved(folders, tmp_path_factory, family, "float32")
     config = RunConfig(
@@ -261,16 +260,16 @@ def test_resume_restores_conv1d_and_expert_slices(
         batch_size=2,
         eval_dense=False,
     )
-    whole = [e for e in run(config) if isinstance(e, ev.PerplexityMeasured)]
+    whole = [e for e in stream(config) if isinstance(e, ev.PerplexityMeasured)]
     token = _StopAfterBlock0()
     workdir = tmp_path / "run"
-    with pytest.raises(RunStopped):
-        for event in run(config.replace(checkpoints=True), token, workdir):
-            if isinstance(event, ev.BlockFinished) and event.block == 0:
-                token.set = True
+    for event in stream(config.replace(checkpoints=True), token, workdir):
+        if isinstance(event, ev.BlockFinished) and event.block == 0:
+            token.set = True
+    assert isinstance(event, ev.Cancelled), event
     resumed = [
         e
-        for e in run(config.replace(checkpoints=True), workdir=workdir, resume=True)
+        for e in stream(config.replace(checkpoints=True), workdir=workdir, resume=True)
         if isinstance(e, ev.PerplexityMeasured)
     ]
     assert resumed[-1].ppl == pytest.approx(whole[-1].ppl, rel=1e-6)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from duogpt_tui.runner import stream
 from solver.config import RunConfig
 from solver.events import Finished, LayerSolved, PerplexityMeasured
 from solver.io.system import cuda_available, resolve_device
-from solver.run.pipeline import run
 
 pytestmark = pytest.mark.gpu
 
@@ -24,7 +24,7 @@ def test_auto_device_follows_cuda_availability() -> None:
 def test_cuda_run_matches_the_cpu_run() -> None:
     results = {}
     for device in ("cpu", "cuda"):
-        events = list(run(TINY.replace(device=device)))
+        events = list(stream(TINY.replace(device=device)))
         assert isinstance(events[-1], Finished), events[-1]
         ppl = {e.label: e.ppl for e in events if isinstance(e, PerplexityMeasured)}
         layers = [e for e in events if isinstance(e, LayerSolved)]
@@ -36,5 +36,6 @@ def test_cuda_run_matches_the_cpu_run() -> None:
     for a, b in zip(cpu_layers, gpu_layers, strict=True):
         assert b.weight_sparsity == pytest.approx(a.weight_sparsity, abs=1e-3)
     assert any(
-        isinstance(e, Finished) and e.peak_memory_mb > 0 for e in run(TINY.replace(device="cuda"))
+        isinstance(e, Finished) and e.peak_memory_mb > 0
+        for e in stream(TINY.replace(device="cuda"))
     )

@@ -121,9 +121,9 @@ def test_does_not_change_the_model(fresh_tiny_model: LoadedModel) -> None:
 
 
 def test_every_perplexity_event_carries_its_protocol(tiny_model: LoadedModel) -> None:
+    from duogpt_tui.runner import stream
     from solver import events as ev
     from solver.config import RunConfig
-    from solver.run.pipeline import run
 
     config = RunConfig(
         model="tiny-random",
@@ -137,7 +137,7 @@ def test_every_perplexity_event_carries_its_protocol(tiny_model: LoadedModel) ->
         checkpoints=False,
         device="cpu",
     )
-    measured = [e for e in run(config) if isinstance(e, ev.PerplexityMeasured)]
+    measured = [e for e in stream(config) if isinstance(e, ev.PerplexityMeasured)]
     labels = [e.label for e in measured]
     assert labels[:2] == ["dense", "dense_act"] and labels[-1] == "pruned" and "proxy" in labels
     for event in measured:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from duogpt_tui.runner import stream
 from solver.config import RunConfig
 from solver.errors import InputError
 from solver.events import (
@@ -22,6 +23,7 @@ from solver.events import (
     PerplexityMeasured,
     Progress,
     RunStarted,
+    RunTotals,
     from_json,
     is_terminal,
     to_json,
@@ -44,8 +46,24 @@ TINY = RunConfig(
 
 
 def collect(config: RunConfig, **kwargs: object) -> list[Event]:
-    """All events of one run."""
-    return list(run(config, **kwargs))  # type: ignore[arg-type]
+    """All events of one run, ended by the runner (:class:`Finished` last)."""
+    return list(stream(config, **kwargs))  # type: ignore[arg-type]
+
+
+def raw(config: RunConfig, *args: object, **kwargs: object) -> tuple[list[Event], RunTotals]:
+    """The pipeline's own contract: the events it yields (no terminal one) and the totals it
+    returns."""
+    events: list[Event] = []
+    generator = run(config, *args, **kwargs)  # type: ignore[arg-type]
+    while True:
+        try:
+            events.append(next(generator))
+        except StopIteration as stop:
+            totals = stop.value
+            break
+    assert not any(is_terminal(e) for e in events), "the runner makes the terminal event"
+    assert isinstance(totals, RunTotals), totals
+    return events, totals
 
 
 def stopped(config: RunConfig, *args: object, **kwargs: object) -> tuple[list[Event], RunStopped]:
@@ -81,6 +99,7 @@ def test_events_contract(duogpt_run: tuple[list[Event], Path]) -> None:
     events, _ = duogpt_run
     assert sum(is_terminal(e) for e in events) == 1
     assert isinstance(events[-1], Finished)
+    assert events[-1].t == events[-1].seconds > 0
     started = of(events, RunStarted)
     assert len(started) == 1
     n_blocks, n_layers = started[0].n_blocks, started[0].n_layers
@@ -232,8 +251,9 @@ def test_resume_after_cancel_gives_the_uninterrupted_result(
     assert info.value.cancelled
     assert (tmp_path / "checkpoints" / "state.json").is_file()
     assert not (tmp_path / "model").exists()
-    second = list(run(TINY, None, tmp_path, resume=True))
-    assert isinstance(second[-1], Finished), second[-1]
+    second, totals = raw(TINY, None, tmp_path, resume=True)
+    assert totals.weight_sparsity == pytest.approx(0.5, abs=1e-9)
+    assert totals.model_dir == str(tmp_path / "model")
     assert [e.block for e in of(second, BlockStarted)] == [1]  # block 0 was not redone
     assert not of(second, RunStarted)
     resumed = next(e for e in of(second, PerplexityMeasured) if e.label == "pruned")
@@ -242,8 +262,8 @@ def test_resume_after_cancel_gives_the_uninterrupted_result(
 
 
 def test_keep_checkpoints_and_resume_without_checkpoint(tmp_path: Path) -> None:
-    events = collect(TINY.replace(eval_windows=0, keep_checkpoints=True), workdir=tmp_path)
-    assert isinstance(events[-1], Finished)
+    _, totals = raw(TINY.replace(eval_windows=0, keep_checkpoints=True), workdir=tmp_path)
+    assert totals.seconds > 0 and totals.timings["solve"] > 0
     assert (tmp_path / "checkpoints" / "block-0001.pt").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
+from duogpt_tui.runner import stream
 from solver.config import RunConfig
 from solver.events import Finished, LayerSolved
 from solver.math import speedup
 from solver.math.stats import LayerStats
-from solver.run.pipeline import run
 
 # W (n = 4, k = 2): column 0 holds 3 nonzeros, column 1 holds 2.
 W = torch.tensor([[1.0, 0.0], [2.0, 3.0], [0.0, 0.0], [4.0, 5.0]])
@@ -90,7 +90,7 @@ def test_run_reports_decode_costs(method: str) -> None:
     config = RunConfig(
         model="tiny-random", nsamples=4, seqlen=32, eval_windows=0, batch_size=2, method=method
     )
-    events = list(run(config))
+    events = list(stream(config))
     assert isinstance(events[-1], Finished), events[-1]
     layers = [e for e in events if isinstance(e, LayerSolved)]
     assert layers and all(set(e.decode) == set(speedup.KEYS) for e in layers)

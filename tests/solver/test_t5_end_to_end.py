@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import pytest
 
+from duogpt_tui.runner import stream
 from solver.config import RunConfig
 from solver.events import Finished, PerplexityMeasured
-from solver.run.pipeline import run
 
 SETTINGS = RunConfig(
     model="smollm2-135m",
@@ -49,7 +49,7 @@ def pruned_perplexity(method: str) -> tuple[float, float]:
     config = SETTINGS.replace(method=method, eval_dense=method == "duogpt")
     if method == "alpha0":
         config = SETTINGS.replace(method="duogpt", alpha=0.0)
-    events = list(run(config))
+    events = list(stream(config))
     assert isinstance(events[-1], Finished), events[-1]
     ppl = {e.label: e.ppl for e in events if isinstance(e, PerplexityMeasured)}
     assert events[-1].weight_sparsity == pytest.approx(0.5, abs=1e-3)

@@ -79,9 +79,9 @@ def test_a_run_scores_the_dense_and_the_pruned_model_once_loaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import solver.io.models as models
+    from duogpt_tui.runner import stream
     from solver.config import RunConfig
     from solver.events import TasksMeasured
-    from solver.run.pipeline import run
 
     loads: list[str] = []
     real = models.load_model
@@ -103,7 +103,7 @@ def test_a_run_scores_the_dense_and_the_pruned_model_once_loaded(
         checkpoints=False,
         device="cpu",
     )
-    scored = [e for e in run(config) if isinstance(e, TasksMeasured)]
+    scored = [e for e in stream(config) if isinstance(e, TasksMeasured)]
     assert [e.label for e in scored] == ["dense", "pruned"]
     assert all(e.tasks["spam_ham"]["n"] == 2 and e.limit == 2 for e in scored)
     assert scored[0].act_sparsity == 0.0 and scored[1].act_sparsity > 0.4
