@@ -187,6 +187,19 @@ class RunView:
         return self.started.family if self.started else ""
 
     @property
+    def layout(self) -> str:
+        """What discovery found in the model, as the run's note says it: the family, the block
+        list and block 0's groups (``llama: 2 blocks in model.layers; groups [...] -> [...]``);
+        empty until that note arrived."""
+        family = self.family
+        if not family:
+            return ""
+        for note in self.notes:
+            if note.text.startswith(f"{family}: ") and "; groups " in note.text:
+                return note.text
+        return ""
+
+    @property
     def pattern(self) -> str:
         """``unstructured`` or ``N:M`` (empty when unknown)."""
         return str(self.config.get("pattern", ""))

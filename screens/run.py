@@ -1,9 +1,12 @@
 """The run screen: progress, live plots, the layer table and the notes log.
 
-The header names the run shown (its directory, model and device). Selecting a row of the layer
-table shows that layer's histogram; the last row follows the run. On a small terminal (less
-than :data:`COMPACT_WIDTH` x :data:`COMPACT_HEIGHT`) the plots are shown one at a time (``p``
-pages through them) and the table and the notes share the bottom (``n`` switches).
+The header names the run shown (its directory, model, family and device); the line under the
+progress says what discovery found in the model (the block list and the groups of layers that
+share an input, in the family's own layer names) once the run's note says it. Selecting a row
+of the layer table shows that layer's histogram; the last row follows the run. On a small
+terminal (less than :data:`COMPACT_WIDTH` x :data:`COMPACT_HEIGHT`) the plots are shown one at
+a time (``p`` pages through them) and the table and the notes share the bottom (``n``
+switches).
 
 The screen never talks to the worker. It subscribes to the App's ``log_changed`` signal: a note
 (and a notice of the run store, such as a stale lock taken over) goes straight to the log
@@ -22,7 +25,7 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Header, RichLog
+from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
 from duogpt_tui.eventlog import EventLog
 from duogpt_tui.eventtext import event_line
@@ -128,6 +131,7 @@ class RunScreen(WorkbenchScreen):
         """Header, progress, the four plots, the table and the notes log."""
         yield Header()
         yield ProgressHeader(id="progress")
+        yield Static("", id="model-layout", classes="-empty", markup=False)
         with Horizontal(id="plots"):
             yield ErrorPlot(id="error-plot")
             with Vertical(id="side-plots"):
@@ -224,6 +228,15 @@ class RunScreen(WorkbenchScreen):
         self.query_one(BlockSparsityPlot).show(log)
         self._append_notes(log)
         self.sub_title = run_title(self.app.run_path, log)
+        self._show_layout(log)
+
+    def _show_layout(self, log: EventLog) -> None:
+        """The line of what discovery found (hidden until the run's note says it)."""
+        line = self.query_one("#model-layout", Static)
+        text = layout_line(log)
+        if str(line.content) != text:
+            line.update(text)
+            line.set_class(not text, "-empty")
 
     def _append_notes(self, log: EventLog) -> None:
         """Write the log lines of events not written yet (all again after a reset)."""
@@ -287,5 +300,12 @@ def run_title(path: object, log: EventLog) -> str:
     if name:
         parts.append(str(name))
     if log.started is not None:
-        parts += [log.started.model, log.started.device]
+        family = log.started.family
+        parts += [f"{log.started.model} ({family})" if family else log.started.model]
+        parts.append(log.started.device)
     return " · ".join(parts)
+
+
+def layout_line(log: EventLog) -> str:
+    """The layout line: the family, block list and groups that discovery found ("" before)."""
+    return log.layout.replace(" -> ", " → ")

@@ -12,6 +12,11 @@ estimate of memory and time (:func:`duogpt_tui.preflight_text.estimate_lines`, t
 while any field has a problem; otherwise the App runs the full pre-flight check and shows its
 one-line refusal here (:attr:`DuoGPTApp.start_error`), as it does when a run is already going.
 
+The weight pattern is a list of presets (``unstructured``, ``2:4``, ``4:8``) and ``custom``,
+which reveals a text field for any N:M, checked as you type like the other fields. The model's
+hint names its family when the field points at a local folder (from its ``config.json``), and
+the groups of layers that share an input when the run shown used that model.
+
 Under the form, a line describes the focused field (its label, the registry's help, its hint
 or problem) and the Start button stands next to the pre-flight estimate. On a narrow terminal
 (less than :data:`NARROW` columns) the fields shrink, the browse buttons stay, and the hints
@@ -39,20 +44,25 @@ from screens.base import WorkbenchScreen
 from screens.catalog import Catalog
 from screens.dialogs import FilePickerDialog
 from screens.setup_fields import (
+    CUSTOM,
     DEEP_INPUTS,
     FIELDS,
     FORM,
+    PRESETS,
     SELECTS,
     SOURCES,
     Check,
     check_choice,
     check_model,
+    check_preset,
     check_text,
     check_toggled,
     check_typed,
     field_kind,
     form_field,
     inspect_inputs,
+    preset_choices,
+    preset_of,
 )
 from solver.config import OPTION, RunConfig
 from solver.errors import InputError
@@ -98,6 +108,8 @@ class SetupScreen(WorkbenchScreen):
         self._browse_target = "model"
         self._choices: dict[str, set[str]] = {}
         self._check_timer: Timer | None = None
+        self._layout_seen = ""
+        self._ready = False
 
     # ----------------------------------------------------------------------------- layout
 
@@ -112,6 +124,8 @@ class SetupScreen(WorkbenchScreen):
                     yield self._source_row(spec, str(getattr(config, spec.name)), self.app.catalog)
                 elif kind == "select":
                     yield self._select_row(spec)
+                elif kind == "preset":
+                    yield self._preset_row(spec, str(getattr(config, spec.name)))
                 elif kind == "toggle":
                     yield self._toggle_row(spec, getattr(config, spec.name))
                 else:
@@ -151,6 +165,30 @@ class SetupScreen(WorkbenchScreen):
             suggester=SuggestFromList(form.suggestions) if form.suggestions else None,
         )
         return self._row(spec.name, form.label, field)
+
+    def _preset_row(self, spec: Option, value: str) -> Horizontal:
+        """A list of presets and ``custom``, and the text field that ``custom`` reveals."""
+        form = form_field(spec.name)
+        choice = preset_of(spec.name, value)
+        return self._row(
+            spec.name,
+            form.label,
+            Select(
+                preset_choices(spec.name),
+                value=choice,
+                allow_blank=False,
+                compact=True,
+                id=f"{spec.name}-preset",
+                classes="preset",
+            ),
+            Input(
+                value,
+                placeholder=form.placeholder,
+                compact=True,
+                id=spec.name,
+                classes="field-input -custom" + ("" if choice == CUSTOM else " -hidden"),
+            ),
+        )
 
     def _toggle_row(self, spec: Option, value: int) -> Horizontal:
         """A checkbox that switches a number on (the typed value) and off (0)."""
@@ -221,6 +259,7 @@ class SetupScreen(WorkbenchScreen):
         self.watch(self.app, "catalog", self._apply_catalog, init=False)
         self.revalidate()
         self.query_one("#model-choice", Select).focus()
+        self._ready = True
 
     # ----------------------------------------------------------------------------- events
 
@@ -251,6 +290,43 @@ class SetupScreen(WorkbenchScreen):
         if select.value != target:
             with select.prevent(Select.Changed):
                 select.value = target
+
+    @on(Select.Changed, ".preset")
+    def _preset_picked(self, event: Select.Changed) -> None:
+        """A preset fills the text field; ``custom`` reveals it (emptied of ``unstructured``)."""
+        name = (event.select.id or "").removesuffix("-preset")
+        field = self.query_one(f"#{name}", Input)
+        if preset_of(name, field.value) == event.value:  # the list shows the field (on mount)
+            return
+        custom = event.value == CUSTOM
+        field.set_class(not custom, "-hidden")
+        if not custom:
+            field.value = str(event.value)
+        else:
+            if field.value.strip() == PRESETS[name][0]:  # unstructured: no N:M to edit
+                field.value = ""
+            field.focus()
+        self._changed()
+
+    @on(Input.Changed, ".-custom")
+    def _custom_typed(self, event: Input.Changed) -> None:
+        """A value put into a hidden preset field (a prefill) picks its preset, or ``custom``.
+
+        While ``custom`` is picked, what is typed stays custom, even a preset's value.
+        """
+        assert event.input.id is not None
+        select = self.query_one(f"#{event.input.id}-preset", Select)
+        if select.value != CUSTOM:
+            self._set_preset(event.input.id, event.value)
+
+    def _set_preset(self, name: str, text: str) -> None:
+        """Pick the preset that ``text`` is (or ``custom``) without a ``Select.Changed``."""
+        select = self.query_one(f"#{name}-preset", Select)
+        choice = preset_of(name, text)
+        if select.value != choice:
+            with select.prevent(Select.Changed):
+                select.value = choice
+        self.query_one(f"#{name}", Input).set_class(choice != CUSTOM, "-hidden")
 
     @on(Select.Changed, ".source-choice")
     def _source_picked(self, event: Select.Changed) -> None:
@@ -341,6 +417,9 @@ class SetupScreen(WorkbenchScreen):
             return check_text(text, self.app.catalog.texts)
         if kind == "select":
             return check_choice(name, self.query_one(f"#{name}", Select).value)
+        if kind == "preset":
+            choice = self.query_one(f"#{name}-preset", Select).value
+            return check_preset(name, choice, self.query_one(f"#{name}", Input).value)
         if kind == "toggle":
             on = self.query_one(f"#{name}-on", Checkbox).value
             return check_toggled(name, on, self.query_one(f"#{name}", Input).value)
@@ -366,6 +445,8 @@ class SetupScreen(WorkbenchScreen):
             if problem:
                 self.problems[name] = problem
         hints.update(self._hints())
+        if "model" not in self.problems:
+            hints["model"] = self._model_hint(hints.get("model", ""))
         config = self._config()
         deep = self._deep_problems()
         merged: dict[str, str] = {}
@@ -403,6 +484,22 @@ class SetupScreen(WorkbenchScreen):
         if values.get("dtype") in ("bfloat16", "float16"):
             hints["dtype"] = "weights in half precision; the solver's math stays float32"
         return hints
+
+    def _model_hint(self, hint: str) -> str:
+        """The model's hint, with the groups discovery found when the run shown used this model
+        (``local model folder · llama: 2 blocks in model.layers; groups [...] → [...]``)."""
+        log = self.app.event_log
+        self._layout_seen = log.layout
+        if not log.layout or str(log.config.get("model", "")) != self.values.get("model"):
+            return hint
+        hint = hint.removesuffix(f" · {log.family}")
+        layout = log.layout.replace(" -> ", " → ")
+        return f"{hint} · {layout}" if hint else layout
+
+    def on_screen_resume(self) -> None:
+        """Shown again: a run may have told the model's groups meanwhile."""
+        if self._ready and self.app.event_log.layout != self._layout_seen:
+            self.revalidate()
 
     def _deep_problems(self) -> dict[str, str]:
         """The last file/machine check's problems that still hold for the fields' values."""
@@ -503,6 +600,9 @@ class SetupScreen(WorkbenchScreen):
             elif kind == "toggle":
                 self.query_one(f"#{name}-on", Checkbox).value = value > 0
                 self.query_one(f"#{name}", Input).value = str(value or form_field(name).toggle)
+            elif kind == "preset":
+                self._set_preset(name, str(value))
+                self.query_one(f"#{name}", Input).value = str(value)
             else:
                 self.query_one(f"#{name}", Input).value = str(value)
         self.revalidate()

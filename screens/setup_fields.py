@@ -2,18 +2,23 @@
 
 The form shows the options of ``solver.config.OPTIONS`` that declare a
 :class:`~solver.options.FormField`, sorted by its row; the field's kind says which widget it
-gets (:func:`field_kind`). Two stages of checks. As you type, each field's text gives
-``(value, problem, hint)``: the parsed value, the one-line reason it is invalid (empty when
-valid) and a muted hint to show when it is valid. Values are parsed by
-:meth:`solver.options.Option.parse` and checked by :meth:`solver.options.Option.validate`, the
-same as ``duogpt prune`` does, so the form and the CLI agree on every rule and every message; a
-model or text spec is only checked for its shape and existence here. Then, on a worker a moment
-after the last change, :func:`inspect_inputs` runs the pre-flight's own file and machine checks
-(:data:`solver.run.input_checks.INPUT_CHECKS`) and says which field each problem belongs to.
+gets (:func:`field_kind`); an option with suggestions (the weight pattern) is a list of presets
+plus ``custom``, which reveals a text field (:func:`check_preset`). Two stages of checks. As
+you type, each field's text gives ``(value, problem, hint)``: the parsed value, the one-line
+reason it is invalid (empty when valid) and a muted hint to show when it is valid. Values are
+parsed by :meth:`solver.options.Option.parse` and checked by
+:meth:`solver.options.Option.validate`, the same as ``duogpt prune`` does, so the form and the
+CLI agree on every rule and every message; a model or text spec is only checked for its shape
+and existence here (and a local model folder's family read from its ``config.json``). Then, on
+a worker a moment after the last change, :func:`inspect_inputs` runs the pre-flight's own file
+and machine checks (:data:`solver.run.input_checks.INPUT_CHECKS`) and says which field each
+problem belongs to.
 """
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +49,16 @@ def form_field(name: str) -> FormField:
 
 def field_kind(spec: Option) -> str:
     """The widget an option gets: ``source`` (a model or text: quick-pick list, typed spec and
-    browse button), ``select`` (a list), ``toggle`` (a checkbox and a number) or ``input``."""
+    browse button), ``select`` (a list), ``preset`` (a list of the suggested values plus
+    ``custom``, which reveals a text field), ``toggle`` (a checkbox and a number) or ``input``."""
     form = spec.form
     assert form is not None, spec.name
     if form.picker in ("models", "texts"):
         return "source"
     if spec.choices or form.picker:
         return "select"
+    if form.suggestions:
+        return "preset"
     return "toggle" if form.toggle else "input"
 
 
@@ -59,6 +67,25 @@ SOURCES = {spec.name: form_field(spec.name).label for spec in FORM if field_kind
 
 SELECTS = tuple(spec.name for spec in FORM if field_kind(spec) == "select")
 """The fields picked from a list."""
+
+CUSTOM = "custom"
+"""The value of a preset list's last entry, which reveals the text field."""
+
+PRESETS = {
+    spec.name: form_field(spec.name).suggestions for spec in FORM if field_kind(spec) == "preset"
+}
+"""The fields picked from presets or typed (``custom``), with their presets."""
+
+
+def preset_choices(name: str) -> list[tuple[str, str]]:
+    """What a preset list offers: ``(label, value)`` pairs, ``custom`` last."""
+    return [*((value, value) for value in PRESETS[name]), ("custom…", CUSTOM)]
+
+
+def preset_of(name: str, text: str) -> str:
+    """The preset a typed value is (``custom`` when it is none of them)."""
+    text = text.strip()
+    return text if text in PRESETS[name] else CUSTOM
 
 
 def _deep_inputs() -> dict[str, tuple[str, ...]]:
@@ -115,6 +142,16 @@ def check_toggled(name: str, on: bool, text: str) -> Check:
     return value, problem, "" if problem else form_field(name).hint
 
 
+def check_preset(name: str, choice: object, text: str) -> Check:
+    """A preset picked from the list, or (``custom``) the typed value, parsed and validated."""
+    if choice != CUSTOM:
+        return check_typed(name, str(choice))
+    if not text.strip():
+        form = form_field(name)
+        return None, f"type a custom {form.label.lower()}: {form.placeholder}", ""
+    return check_typed(name, text)
+
+
 def check_pattern(text: str) -> Check:
     """``unstructured`` or ``N:M``, kept in that form."""
     try:
@@ -140,7 +177,8 @@ def check_model(spec: str, builtins: dict[str, str]) -> Check:
         return spec, "", builtins[spec]
     path = Path(spec).expanduser()
     if path.is_dir():
-        return spec, "", "local model folder"
+        family = model_family(path)
+        return spec, "", f"local model folder · {family}" if family else "local model folder"
     if path.is_file():
         return spec, "", "GGUF file (dequantised on load)" if path.suffix == ".gguf" else ""
     from solver.io.models import looks_like_path
@@ -148,6 +186,32 @@ def check_model(spec: str, builtins: dict[str, str]) -> Check:
     if looks_like_path(spec) or spec.count("/") != 1:
         return None, f"{spec!r} not found: give a built-in name, a folder, a .gguf or org/name", ""
     return spec, "", "hub id: read from the Hugging Face cache, or downloaded when online"
+
+
+def model_family(folder: Path) -> str:
+    """The ``model_type`` in a model folder's ``config.json`` ("" without a readable one).
+
+    Cheap enough for every keystroke: one small file read, cached while the file is unchanged
+    (no torch, no transformers).
+    """
+    config = folder / "config.json"
+    try:
+        stamp = config.stat().st_mtime_ns
+    except OSError:
+        return ""
+    return _family_in(str(config), stamp)
+
+
+@lru_cache(maxsize=64)
+def _family_in(config: str, stamp: int) -> str:
+    """The ``model_type`` of one ``config.json`` as it was at ``stamp`` (:func:`model_family`)."""
+    del stamp  # part of the cache key only
+    try:
+        data = json.loads(Path(config).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return ""
+    family = data.get("model_type") if isinstance(data, dict) else None
+    return family if isinstance(family, str) else ""
 
 
 def check_text(spec: str, texts: dict[str, str]) -> Check:

@@ -19,7 +19,7 @@ from textual.app import RenderResult
 from textual.binding import Binding, BindingType
 from textual.color import Color
 
-from duogpt_tui.eventlog import LAYER_TYPES, EventLog
+from duogpt_tui.eventlog import EventLog
 from duogpt_tui.formatting import number
 from duogpt_tui.widgets.plot_base import RGB, SeriesKeys, ThemedPlot
 
@@ -36,6 +36,10 @@ EIGHTHS = " ▁▂▃▄▅▆▇█"
 class ErrorPlot(ThemedPlot):
     """Reconstruction error after pruning: one line per layer type across the blocks, and the
     median of each block's layers; ``l`` switches the y axis between log and linear.
+
+    The types are the solver's (``LayerSolved.layer_type``: ``q k v o``, fused ``qkv`` and
+    ``gate_up``, ``fc1 fc2``, ``experts``, else the layer's last name), so any family's layers
+    are grouped; each type present gets its own colour.
 
     Attributes:
         series: ``{layer_type: (blocks, errors)}``.
@@ -87,10 +91,11 @@ class ErrorPlot(ThemedPlot):
         self.integer_xticks(0, right)
         drawn: list[float] = []
         named = [*self.series.items(), (MEDIAN, self.median)]
+        foreground = len(self.series_palette()) - 1  # the palette's last colour: the theme's
         for index, (kind, (xs, ys)) in enumerate(named):
-            color_index = LAYER_TYPES.index(kind) if kind in LAYER_TYPES else index
-            if kind == MEDIAN:
-                color_index = len(LAYER_TYPES)
+            # one colour per layer type of this model (types in plotting order), whatever the
+            # family calls its layers; the median alone in the foreground colour
+            color_index = foreground if kind == MEDIAN else index % foreground
             color = self.add_series(kind, color_index, "point" if len(xs) == 1 else "line")
             if color is None or not xs:
                 continue

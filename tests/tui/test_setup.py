@@ -230,10 +230,10 @@ async def test_file_picker_fills_the_model_field(
         await pilot.pause()
         assert app.screen.query_one("#model", Input).value == str(model_dir)
         assert app.screen.query_one("#model-choice", Select).value is Select.NULL
-        assert text_of(app, "#reason-model") == "local model folder"
+        assert text_of(app, "#reason-model") == "local model folder · llama"
         await wait_for(pilot, lambda: "pre-flight: about" in text_of(app, "#preflight"))
         assert "M params in float32" in text_of(app, "#preflight")
-        assert text_of(app, "#reason-model") == "local model folder"
+        assert text_of(app, "#reason-model") == "local model folder · llama"
 
 
 def test_catalog_discovery_lists_the_built_ins() -> None:
