@@ -301,6 +301,8 @@ def _what_was_run(view: RunView) -> str:
             f"{fmt.count(started.n_params)} parameters of which "
             f"{fmt.count(started.n_prunable_params)} prunable)"
         )
+        if view.layout:
+            lines.append(f"- Layout found by discovery: {_one_line(view.layout)}")
     if config:
         lines.append(
             f"- Method: `{config.get('method', NA)}`, pattern `{config.get('pattern', NA)}`, "

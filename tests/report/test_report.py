@@ -190,3 +190,13 @@ def test_decode_costs_carry_si_units() -> None:
     section = text.split("## Estimated decode speedup bounds")[1].split("\n## ")[0]
     assert "**Bytes moved**" in section and "**FLOPs**" in section
     assert "MFLOP" not in section and "kFLOP (4.00x)" in section
+
+
+def test_report_shows_the_layout_discovery_found() -> None:
+    """Issue 11 point 7: the report names the family, the block list and the groups."""
+    layout = "llama: 2 blocks in model.layers; groups [self_attn.q_proj] -> [self_attn.o_proj]"
+    events = scripted.finished_run()
+    events.insert(1, ev.Note(t=0.1, text=layout))
+    text = render_markdown(events)
+    assert f"- Layout found by discovery: {layout}" in text
+    assert "Layout found by discovery" not in render_markdown(scripted.finished_run())
