@@ -81,7 +81,9 @@ def _root(
 # --------------------------------------------------------------------- duogpt prune
 
 
-RESUME_OPTIONS = frozenset({"device", "keep_checkpoints", "json_output", "debug", "resume"})
+RESUME_OPTIONS = frozenset(
+    {"device", "offload", "keep_checkpoints", "json_output", "debug", "resume"}
+)
 """The options that may go with ``--resume`` (the run's own config.json gives the rest)."""
 
 
@@ -162,7 +164,8 @@ def _resume(
     """``duogpt prune --resume RUN_DIR``: continue a stopped run with its own configuration.
 
     Options that define the run are refused (exit 2): a resumed run must give the same result
-    as an uninterrupted one. ``--device`` and ``--keep-checkpoints`` may change.
+    as an uninterrupted one. ``--device``, ``--offload`` (where the weights wait: it does not
+    change the result) and ``--keep-checkpoints`` may change.
     """
     try:
         given = sorted(
@@ -178,8 +181,9 @@ def _resume(
             )
         config = RunDir.open(path).config()
         changes: dict[str, Any] = {}
-        if _given(ctx, "device"):
-            changes["device"] = values["device"]
+        for name in ("device", "offload"):
+            if _given(ctx, name):
+                changes[name] = values[name]
         if values["keep_checkpoints"]:
             changes["keep_checkpoints"] = True
         config = config.replace(**changes).validate()

@@ -10,9 +10,13 @@ and the setup screen calls it on a thread worker.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from duogpt_tui.formatting import rough_duration
 from solver.config import RunConfig
+
+if TYPE_CHECKING:
+    from solver.run.estimate import Estimate
 
 
 @dataclass(frozen=True)
@@ -20,8 +24,8 @@ class EstimateLines:
     """What the pre-flight check says about a run's cost.
 
     Attributes:
-        line: ``pre-flight: about 1.2 GB of memory and 3 min on cpu (...)``, or why there is no
-            estimate.
+        line: ``pre-flight: about 1.2 GB of memory and 3 min on cpu (...); offload none (...)``,
+            or why there is no estimate.
         warnings: ``warning: this run needs about ... but only ... is available ...`` when the
             estimate exceeds the memory available, and ``warning: thin calibration: ...`` when
             the calibration tokens are fewer than 2x the widest layer's inputs (one line each).
@@ -44,6 +48,9 @@ class EstimateLines:
 def estimate_lines(config: RunConfig) -> EstimateLines:
     """The pre-flight estimate of ``config`` and its warnings.
 
+    The line states the offload mode the run uses (what ``--offload auto`` chose, and why) and
+    the memory of each mode.
+
     Raises:
         InputError: the device cannot be used (``--device cuda`` without CUDA).
     """
@@ -51,24 +58,59 @@ def estimate_lines(config: RunConfig) -> EstimateLines:
     from solver.run import estimate
 
     device = system.resolve_device(config.device)
-    guess = estimate.estimate(config, device=device.type)
+    available = system.available_memory_mb(device)
+    guess = estimate.estimate(config, device=device.type, available_mb=available)
     if guess.seconds <= 0:
         return EstimateLines(f"pre-flight: no estimate ({guess.detail})")
     needed = estimate.megabytes(guess.memory_mb)
     line = (
         f"pre-flight: about {needed} of memory and {rough_duration(guess.seconds)} on {device} "
-        f"({guess.detail})"
+        f"({guess.detail}); {offload_text(guess, device.type)}"
     )
     warnings = []
-    available = system.available_memory_mb(device)
     if available is not None and guess.memory_mb > available:
         elsewhere = "--device cpu" if device.type == "cuda" else "a machine with more memory"
+        if device.type == "cuda" and guess.offload == "none":
+            elsewhere = f"--offload cpu, or {elsewhere}"
         warnings.append(
             f"warning: this run needs about {needed} but only {estimate.megabytes(available)} "
             f"is available on {device}: use fewer --nsamples, a shorter --seqlen, a smaller "
             f"--batch-size, or {elsewhere}"
         )
+    if device.type == "cuda" and guess.offload == "cpu":
+        host = estimate.BASE_MEMORY_MB + guess.mode("cpu").host
+        free = system.available_memory_mb(None)
+        if free is not None and host > free:
+            warnings.append(
+                f"warning: with --offload cpu this run keeps about {estimate.megabytes(host)} "
+                f"in host memory but only {estimate.megabytes(free)} is available: use fewer "
+                "--nsamples, a shorter --seqlen, or a machine with more memory"
+            )
     thin = estimate.thin_calibration_for(config)
     if thin:
         warnings.append(f"warning: {thin}")
     return EstimateLines(line, tuple(warnings))
+
+
+def offload_text(guess: Estimate, kind: str) -> str:
+    """``offload none (none 402 MB, cpu 402 MB)``: the mode the run uses and each mode's memory.
+
+    On CUDA each mode's peak on the device, and the host memory that ``cpu`` keeps; on the CPU
+    the device is the host, so both modes need about the same.
+    """
+    from solver.run import estimate
+
+    chose = f", chosen by auto: {guess.reason}" if guess.reason else ""
+    none, cpu = guess.mode("none"), guess.mode("cpu")
+
+    def mb(value: float) -> str:
+        return estimate.megabytes(round(value, 1))  # rounded as the estimate's own figure
+
+    if kind == "cuda":
+        each = (
+            f"none {mb(none.device)} on {kind}; cpu {mb(cpu.device)} on {kind} + "
+            f"{mb(cpu.host)} of host memory"
+        )
+    else:
+        each = f"none {mb(none.on(kind))}, cpu {mb(cpu.on(kind))}"
+    return f"offload {guess.offload}{chose} ({each})"

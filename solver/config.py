@@ -31,6 +31,8 @@ DAMPING_RULES = ("mean", "median", "channel")
 MASK_SCOPES = ("block", "row")
 ALPHA_SELECTIONS = ("fixed", "heldout")
 EVAL_PLACEMENTS = ("spread", "first")
+OFFLOAD_MODES = ("none", "cpu", "disk", "auto")
+"""Where the weights wait while one decoder block is on the device (:mod:`solver.run.offload`)."""
 
 
 def check_tasks(tasks: object) -> None:
@@ -294,6 +296,16 @@ class RunConfig:
         off_flag="--all-at-once",
     )
     batch_size: int = option(8, "Sequences per forward pass.", "machine", bounds=Bounds(1))
+    offload: str = option(
+        "none",
+        "Block offload: {choices} (none: blocks and the calibration streams on the device, the "
+        "whole model there to be evaluated; cpu: the weights and streams stay in host memory "
+        "and one block at a time moves to the device; disk: memory-mapped weights, not yet "
+        "available; auto: cpu when the device looks too small for none).",
+        "machine",
+        choices=OFFLOAD_MODES,
+        noun="offload mode",
+    )
     nproc: int = option(
         1,
         "Processes that share the calibration (data parallel, torch.distributed).",

@@ -28,7 +28,6 @@ from solver.run.capture import (
     BlockCall,
     capture_inputs,
     capture_stack_inputs,
-    move_calls,
     run_block,
     run_until,
 )
@@ -51,7 +50,8 @@ def prune(
 
     Args:
         run: the run.
-        model: the model (blocks are moved to the run's device one at a time).
+        model: the model (blocks are moved to the run's device one at a time; the streams live
+            where the run's placement says, :mod:`solver.run.offload`).
         adapter: the model's family adapter.
         calib: ``[nsamples, seqlen]`` calibration tokens.
         windows: evaluation windows for the proxy perplexity (None: no proxy).
@@ -70,16 +70,18 @@ def prune(
             raise InputError("fused-MoE experts cannot be pruned with --nproc > 1 yet: use 1")
     tick = time.monotonic()
     run.phase = "while capturing the calibration inputs"
-    hidden, calls = capture_stack_inputs(model, blocks, batches)
+    place = run.place
+    hidden, calls = capture_stack_inputs(model, blocks, batches)  # in host memory
     if saved is None:
         first = 0
-        dense = [h.to(run.device) for h in hidden]
-        compressed = [h.clone() for h in dense]
+        dense = [place.keep(h) for h in hidden]
+        compressed = [place.keep(h.clone()) for h in hidden]
     else:
         first = saved.block + 1
-        dense = [h.to(run.device) for h in saved.dense]
-        compressed = [h.to(run.device) for h in saved.compressed]
-    calls = move_calls(calls, run.device)
+        dense = [place.keep(h) for h in saved.dense]
+        compressed = [place.keep(h) for h in saved.compressed]
+    del hidden
+    calls = place.keep_calls(calls)
     run.timings["forward"] += time.monotonic() - tick
     hidden_size = int(dense[0].shape[-1])
     cache_mb = cache_megabytes(adapter, blocks[0], calib.numel())
@@ -87,12 +89,13 @@ def prune(
     run.need = estimate.block_memory(
         int(calib.shape[0]), int(calib.shape[1]), config.batch_size, hidden_size, widest
     )
+    where = " in host memory" if place.offloads else ""
     yield Note(
         t=run.t(),
         text=(
             f"calibration: {calib.shape[0]} x {calib.shape[1]} tokens; two streams of "
             f"{2 * calib.numel() * hidden_size * 4 / 2**20:.1f} MB, cached dense layer inputs "
-            f"{cache_mb:.1f} MB per block"
+            f"{cache_mb:.1f} MB per block{where}"
         ),
     )
     thin = thin_calibration(run, adapter, blocks[0], calib)
@@ -172,7 +175,8 @@ def prune_block(
         n_blocks: how many blocks the model has.
         block: the block.
         adapter: the model's adapter (the block's groups).
-        dense: the dense stream, one ``[batch, seqlen, hidden]`` tensor per batch.
+        dense: the dense stream, one ``[batch, seqlen, hidden]`` tensor per batch (on the device,
+            or in host memory when offloading: each batch is fetched for its pass).
         compressed: the compressed stream, likewise.
         extras: what the model passes this block besides the hidden states, per batch.
     """
@@ -180,7 +184,8 @@ def prune_block(
     tick_block = time.monotonic()
     timings = dict.fromkeys(("forward", "statistics", "solve"), 0.0)
     yield BlockStarted(t=run.t(), block=index, n_blocks=n_blocks)
-    block.to(run.device)
+    place = run.place
+    place.block_in(block)
     linears = adapter.linears(block)
     block_groups = adapter.block_groups(index)
     full = {name: f"{adapter.prefix(index)}{name}" for name in linears}
@@ -198,9 +203,14 @@ def prune_block(
         tick = time.monotonic()
         sparsifier.enabled = False
         dense_inputs: dict[str, list[torch.Tensor]] = {}
+        # offloading: the routed experts' inputs stay on the device (their hooks index them)
+        routed_heads = [g.experts for g in block_groups if g.routed]
         with torch.no_grad(), capture_inputs(firsts, dense_inputs):
             for b, states in enumerate(dense):
-                dense[b] = run_block(block, states, extras[b])
+                out = run_block(block, place.fetch(states), place.fetch_call(extras[b]))
+                dense[b] = place.keep(out)
+                place.keep_last(dense_inputs, skip=routed_heads)
+                del out
         timings["forward"] += time.monotonic() - tick
         # 2. compressed passes, group by group (true sequential) or all at once
         sparsifier.enabled = run.sparse_calibration
@@ -227,7 +237,8 @@ def prune_block(
                 ),
             ):
                 for b, states in enumerate(compressed):
-                    run_until(block, states, extras[b])
+                    run_until(block, place.fetch(states), place.fetch_call(extras[b]))
+                    place.keep_last(raw)
             timings["forward"] += time.monotonic() - tick
             for group in groups:
                 if group.routed:
@@ -254,12 +265,13 @@ def prune_block(
         tick = time.monotonic()
         with torch.no_grad():
             for b, states in enumerate(compressed):
-                compressed[b] = run_block(block, states, extras[b])
+                out = run_block(block, place.fetch(states), place.fetch_call(extras[b]))
+                compressed[b] = place.keep(out)
+                del out
         timings["forward"] += time.monotonic() - tick
     finally:
         sparsifier.detach()
-        if run.device.type != "cpu":
-            block.to("cpu")
+        place.block_out(block)
     del saved
     run.layer_act.extend(e.act_sparsity for e in solved)
     for part, seconds in timings.items():

@@ -16,6 +16,7 @@ from solver.config import RunConfig
 from solver.math.activations import threshold_sparsify, topk_sparsify
 from solver.run import estimate, methods
 from solver.run.distributed import Ranks
+from solver.run.offload import Placement
 from solver.run.stop import NEVER, CancelToken, RunCancelled
 
 TIMING_PARTS = ("load", "forward", "statistics", "solve", "eval")
@@ -41,6 +42,7 @@ class RunContext:
         model_mb: the loaded model's weights, for an out-of-memory message.
         need: what pruning one block needs, for an out-of-memory message.
         dist: this process's place among several data-parallel ranks (None: one process).
+        place: where the weights and the calibration streams live (``--offload``).
     """
 
     config: RunConfig
@@ -56,6 +58,7 @@ class RunContext:
     model_mb: float = 0.0
     need: estimate.BlockMemory | None = None
     dist: Ranks | None = None
+    place: Placement = field(default_factory=Placement)
 
     @property
     def method(self) -> methods.Method:

@@ -13,7 +13,21 @@ evaluation tokens (4 bytes per float32 value):
   pass's activations ``T_b (4h + 3i)``.
 * **the run** (:func:`estimate`): :data:`BASE_MEMORY_MB` (Python, torch, transformers) + the
   model's weights in its dtype + one block + the logits of one evaluation batch and one row's
-  float32 loss terms ``(T_b + 2 S) V`` (``S`` = seqlen, ``V`` = vocabulary).
+  float32 loss terms ``(T_b + 2 S) V`` (``S`` = seqlen, ``V`` = vocabulary). That is the
+  device-side peak of ``--offload none`` (a bound: the whole model is on the device only while
+  evaluating, the streams only while pruning).
+* **offload** (:func:`offload_memory`, ``--offload cpu``, :mod:`solver.run.offload`): with ``b``
+  bytes per value of the model's dtype, ``P_b = 2h^2 + 2 h h_kv + 3 h i`` parameters per block
+  (``h_kv`` the key/value width) and ``P_o = P - L P_b`` outside the blocks, the device holds
+  at most, while pruning, one block's weights ``b P_b`` + the batches moved to it
+  ``b T_b max(h, 2k)`` (one stream's hidden states, or one group's compressed and dense inputs)
+  + a workspace: the solver's matrices, one forward pass's activations, one batch's recorded
+  layer inputs ``b T_b (3h + i)`` and its output ``b T_b h``; while evaluating, the weights
+  outside the blocks and one block ``b (P_o + P_b)`` + the logits and one forward pass. The
+  host holds the weights ``b P``, the streams ``2 b T_c h``, the cached inputs
+  ``b T_c (3h + i)`` and one group's compressed inputs ``b T_c k``. Each block's weights cross
+  the bus twice while pruning and twice per evaluation batch; the streams ``2 b T_c h`` per
+  pass (:data:`BUS_BYTES_PER_S`).
 * **time**: ``6 P_l T_c`` (dense and compressed forward passes) + per layer ``4 k^2 T_c``
   (statistics) and ``2 n k^2 + 1.5 k^3`` (the OBC sweep and Cholesky) + ``2 P T_e`` per
   perplexity evaluation, divided by :data:`THROUGHPUT_FLOPS`, plus :data:`LAYER_OVERHEAD_S` per
@@ -25,6 +39,7 @@ folder's ``config.json``, a GGUF header, the hub cache): nothing is loaded or do
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from solver.config import RunConfig
@@ -41,6 +56,12 @@ LAYER_OVERHEAD_S = {"cpu": 0.1, "cuda": 0.02}
 STARTUP_S = 5.0
 """Seconds to import the libraries and read the texts."""
 
+BUS_BYTES_PER_S = 1.0e10
+"""Assumed host-device copy rate with ``--offload cpu`` on CUDA (PCIe 4 x16, pinned memory)."""
+
+PASSES_PER_BLOCK = 6
+"""Forward passes of a block per stream batch while pruning (dense, four groups, compressed)."""
+
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -49,14 +70,85 @@ class Estimate:
     """A rough estimate of a run's cost.
 
     Attributes:
-        memory_mb: peak memory (host memory on CPU, accelerator memory on CUDA).
+        memory_mb: peak memory (host memory on CPU, accelerator memory on CUDA) with the
+            offload mode the run uses.
         seconds: wall time; 0 when the model's size is unknown.
         detail: what the figures are made of, in one line.
+        offload: the offload mode the run uses (``auto`` resolved; ``""`` when the model's size
+            is unknown and ``auto`` cannot choose).
+        reason: why ``auto`` chose it (empty otherwise).
+        modes: the memory of each offload mode (empty when the model's size is unknown).
     """
 
     memory_mb: float
     seconds: float
     detail: str
+    offload: str = "none"
+    reason: str = ""
+    modes: tuple[OffloadMemory, ...] = ()
+
+    def mode(self, name: str) -> OffloadMemory:
+        """The memory of one offload mode.
+
+        Raises:
+            KeyError: the estimate has none for it.
+        """
+        for memory in self.modes:
+            if memory.mode == name:
+                return memory
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class DevicePeak:
+    """What the device holds at one phase's peak, in MB (see the module text).
+
+    Attributes:
+        weights: parameters on the device.
+        inputs: batches moved to (or living on) the device: streams, cached layer inputs.
+        work: what the computation makes there: forward activations, logits, solver matrices.
+    """
+
+    weights: float
+    inputs: float
+    work: float
+
+    @property
+    def total(self) -> float:
+        """All of it."""
+        return self.weights + self.inputs + self.work
+
+
+@dataclass(frozen=True)
+class OffloadMemory:
+    """The memory of a run with one offload mode, in MB (see the module text).
+
+    Attributes:
+        mode: ``none`` or ``cpu``.
+        pruning: the device's peak while pruning a block.
+        evaluation: the device's peak while evaluating.
+        host: what the host holds besides :data:`BASE_MEMORY_MB` while the device works
+            (the weights, streams and cached inputs that wait there with ``cpu``; nothing
+            counted with ``none``, whose figures count everything on the device).
+    """
+
+    mode: str
+    pruning: DevicePeak
+    evaluation: DevicePeak
+    host: float = 0.0
+
+    @property
+    def device(self) -> float:
+        """The device-side peak: :data:`BASE_MEMORY_MB` and the larger phase."""
+        return BASE_MEMORY_MB + max(self.pruning.total, self.evaluation.total)
+
+    def on(self, kind: str) -> float:
+        """The peak a run on a ``kind`` device needs there (on the CPU, the device's weights are
+        the host's: nothing moves, and the host's share is the same memory)."""
+        if kind != "cpu" or not self.host:
+            return self.device
+        phases = (self.pruning, self.evaluation)
+        return BASE_MEMORY_MB + self.host + max(p.total - p.weights for p in phases)
 
 
 @dataclass(frozen=True)
@@ -113,6 +205,9 @@ def estimate(
     intermediate: int | None = None,
     *,
     device: str = "cpu",
+    vocab: int | None = None,
+    kv_dim: int | None = None,
+    available_mb: float | None = None,
 ) -> Estimate:
     """Estimate the memory and time of ``config`` (see the module text).
 
@@ -123,6 +218,10 @@ def estimate(
         layers: decoder blocks; default: from the model spec.
         intermediate: MLP size; default: from the model spec (else ``4 x hidden``).
         device: ``cpu`` or ``cuda[:N]``: the throughput assumed.
+        vocab: vocabulary size; default: from the model spec when it is read, else 32000.
+        kv_dim: key/value projection width; default: from the model spec when it is read,
+            else ``hidden``.
+        available_mb: the device's free memory, for ``--offload auto`` (None: unknown).
 
     Returns:
         The estimate; when the model's size is unknown, only the calibration part is counted and
@@ -138,28 +237,119 @@ def estimate(
         hidden = hidden or facts.hidden
         layers = layers or facts.layers
         intermediate = intermediate or facts.intermediate
-    vocab = facts.vocab if facts is not None and facts.vocab else 32000
+        vocab = vocab or facts.vocab
+        kv_dim = kv_dim or facts.kv_dim
+    vocab = vocab or 32000
     calib = f"calibration {config.nsamples} x {config.seqlen} tokens"
     if hidden is None or layers is None:
         return Estimate(
             BASE_MEMORY_MB,
             0.0,
             f"model size unknown until it is loaded; {calib}",
+            offload="" if config.offload == "auto" else config.offload,
         )
     intermediate = intermediate or 4 * hidden
     n_params = n_params or layers * (4 * hidden * hidden + 3 * hidden * intermediate)
-    block = block_memory(config.nsamples, config.seqlen, config.batch_size, hidden, intermediate)
+    modes = offload_memory(config, n_params, hidden, layers, intermediate, vocab, kv_dim)
+    mode, reason = choose_offload(config.offload, kind, modes[0].on(kind), available_mb)
+    memory = next((m for m in modes if m.mode == mode), modes[0]).on(kind)
     weights_mb = n_params * DTYPE_BYTES.get(config.dtype, 4) / 2**20
-    batch = min(config.batch_size, max(config.eval_windows, 1)) * config.eval_len
-    logits_mb = (batch + 2 * config.eval_len) * vocab * 4 / 2**20 if config.eval_windows else 0.0
-    memory = BASE_MEMORY_MB + weights_mb + block.total + logits_mb
+    block = block_memory(config.nsamples, config.seqlen, config.batch_size, hidden, intermediate)
     seconds = _seconds(config, n_params, hidden, layers, intermediate, kind)
+    if mode == "cpu" and kind == "cuda":
+        seconds += _bus_seconds(config, n_params, hidden, layers)
     detail = (
         f"{n_params / 1e6:.1f}M params in {config.dtype} {megabytes(weights_mb)}, {calib}, "
         f"one block {megabytes(block.total)}; {THROUGHPUT_FLOPS[kind] / 1e9:g} GFLOP/s assumed "
         f"on {kind}"
     )
-    return Estimate(round(memory, 1), round(seconds, 1), detail)
+    return Estimate(round(memory, 1), round(seconds, 1), detail, mode, reason, modes)
+
+
+def offload_memory(
+    config: RunConfig,
+    n_params: int,
+    hidden: int,
+    layers: int,
+    intermediate: int,
+    vocab: int = 32000,
+    kv_dim: int | None = None,
+) -> tuple[OffloadMemory, OffloadMemory]:
+    """The memory of ``config`` with ``--offload none`` and with ``cpu`` (see the module text).
+
+    Args:
+        config: the run (calibration and evaluation sizes, batch size, dtype).
+        n_params: all parameters of the model.
+        hidden: hidden size ``h``.
+        layers: decoder blocks ``L``.
+        intermediate: MLP size ``i``.
+        vocab: vocabulary size ``V``.
+        kv_dim: key/value projection width (default ``h``).
+
+    Returns:
+        ``(none, cpu)``.
+    """
+    h, i, kv = hidden, intermediate, kv_dim or hidden
+    k = max(h, i)
+    mb = 1 / 2**20
+    b = DTYPE_BYTES.get(config.dtype, 4)
+    block = block_memory(config.nsamples, config.seqlen, config.batch_size, h, i)
+    weights = n_params * b * mb
+    eval_batch = min(config.batch_size, max(config.eval_windows, 1)) * config.eval_len
+    logits = (eval_batch + 2 * config.eval_len) * vocab * 4 * mb if config.eval_windows else 0.0
+    everything = DevicePeak(weights, block.streams + block.cached_inputs, block.solver + logits)
+    none = OffloadMemory(
+        "none",
+        pruning=dataclasses.replace(everything, work=everything.work + block.forward),
+        evaluation=everything,
+    )
+    block_params = 2 * h * h + 2 * kv * h + 3 * h * i
+    outside = max(n_params - layers * block_params, vocab * h)
+    tokens = config.nsamples * config.seqlen
+    batch = min(config.batch_size, config.nsamples) * config.seqlen
+    eval_forward = eval_batch * (4 * h + 3 * i) * 4 * mb if config.eval_windows else 0.0
+    cpu = OffloadMemory(
+        "cpu",
+        pruning=DevicePeak(
+            weights=block_params * b * mb,
+            inputs=batch * max(h, 2 * k) * b * mb,
+            work=block.solver + block.forward + batch * (4 * h + i) * b * mb,
+        ),
+        evaluation=DevicePeak(
+            weights=(outside + block_params) * b * mb, inputs=0.0, work=logits + eval_forward
+        ),
+        host=weights + tokens * (2 * h + 3 * h + i + k) * b * mb,
+    )
+    return none, cpu
+
+
+def choose_offload(
+    mode: str, kind: str, need_mb: float, available_mb: float | None
+) -> tuple[str, str]:
+    """The offload mode a run uses, and why when ``auto`` chose it.
+
+    Args:
+        mode: the ``--offload`` value.
+        kind: the run device's type, ``cpu`` or ``cuda``.
+        need_mb: the estimated peak on the device with ``none``.
+        available_mb: the device's free memory (None: unknown).
+
+    Returns:
+        ``(mode, reason)``: ``mode`` itself unless it is ``auto``, and ``""`` then; for ``auto``
+        ``none`` or ``cpu`` and why.
+    """
+    if mode != "auto":
+        return mode, ""
+    if kind != "cuda":
+        return "none", "the device is the CPU, whose memory holds the model anyway"
+    if available_mb is None:
+        return "none", "the device's free memory is unknown"
+    fits = need_mb <= available_mb
+    reason = (
+        f"without offload the run needs about {megabytes(need_mb)} of {kind} memory, which "
+        f"{'fits in' if fits else 'exceeds'} the {megabytes(available_mb)} free"
+    )
+    return ("none" if fits else "cpu"), reason
 
 
 def _seconds(
@@ -185,6 +375,18 @@ def _seconds(
         flops += 2.0 * n_params * config.proxy_windows * config.seqlen * proxies
     overhead = layers * len(shapes) * LAYER_OVERHEAD_S[kind]
     return STARTUP_S + overhead + flops / THROUGHPUT_FLOPS[kind]
+
+
+def _bus_seconds(config: RunConfig, n_params: int, hidden: int, layers: int) -> float:
+    """Host-device copies of ``--offload cpu`` (see the module text)."""
+    b = DTYPE_BYTES.get(config.dtype, 4)
+    weights = n_params * b
+    streams = 2 * config.nsamples * config.seqlen * hidden * b
+    moved = 2 * weights + layers * PASSES_PER_BLOCK * streams
+    evaluations = 2 + (1 if config.act_sparsity > 0 else 0)
+    batches = -(-config.eval_windows // config.batch_size)
+    moved += 2 * weights * batches * evaluations
+    return moved / BUS_BYTES_PER_S
 
 
 def megabytes(value: float) -> str:

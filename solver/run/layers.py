@@ -50,7 +50,8 @@ def prune_group(
         linears: the block's layers by name.
         full: each layer's full name in the model (``model.layers.3.mlp.up_proj``).
         raw: the group's inputs in the compressed stream, one ``[batch, tokens, k]`` per batch
-            (``[tokens, k]`` for an expert slice's routed tokens).
+            (``[tokens, k]`` for an expert slice's routed tokens); in host memory when the run
+            offloads (each batch is fetched to the device for its statistics).
         dense_inputs: the same in the dense stream.
         timings: the block's seconds per part (``statistics`` and ``solve`` grow here).
         method: the method to prune with (default the run's; an expert slice with few routed
@@ -79,6 +80,7 @@ def prune_group(
     for b, (x_raw, x_dense) in enumerate(zip(raw, dense_inputs, strict=True)):
         if run.dist is not None:  # held-out sequences are numbered over all ranks' batches
             collected.first_row = run.dist.starts[b]
+        x_raw, x_dense = run.place.fetch(x_raw), run.place.fetch(x_dense)  # offload: to device
         # a method with a residual calibrates on activation-sparse inputs; the others on dense
         x_sparse = run.sparsify(x_raw, head) if run.sparse_calibration else x_raw
         # the decode cost model needs the channel activity the pruned model will run with
@@ -86,6 +88,7 @@ def prune_group(
         if not run.sparse_calibration and config.act_sparsity > 0:
             x_active = run.sparsify(x_raw, head)
         collected.add(x_sparse, x_dense, x_active)
+        del x_raw, x_dense, x_sparse, x_active
     owners: dict[str, int] = {}
     if run.dist is not None:  # data parallel: the sums of every rank, onto the layers' owners
         run.dist.cancelled(run.cancel, run.device)

@@ -45,7 +45,8 @@ def evaluate(
 
     Args:
         run: the run.
-        model: the model (moved to the run's device for the evaluation, then back to CPU).
+        model: the model (on the run's device for the evaluation, as a whole or block by block
+            as ``--offload`` says, then back to CPU).
         adapter: the model's family adapter.
         windows: ``[W, S]`` evaluation token windows.
         protocol: the evaluation protocol (its ``text`` goes into the event).
@@ -66,8 +67,7 @@ def evaluate(
     sparsifier = ActivationSparsifier(p_x, run.config.act_rule, dict(run.thresholds))
     total = int(windows.shape[0])
     yield Progress(t=run.t(), phase="eval", done=0, total=total, label=label)
-    model.to(run.device)
-    try:
+    with run.place.evaluating(model, adapter.blocks(model)):
         with sparsifier.attach(linears if p_x > 0 else {}):
             steps = perplexity_steps(
                 model,
@@ -84,8 +84,6 @@ def evaluate(
                     break
                 yield Progress(t=run.t(), phase="eval", done=done, total=total, label=label)
         measured = sparsifier.mean_measured() if p_x > 0 else 0.0
-    finally:
-        model.to("cpu")
     if label == "pruned":
         run.eval_act = float(measured)
     seconds = time.monotonic() - tick
@@ -124,8 +122,8 @@ def evaluate_tasks(
 ) -> Iterator[Event]:
     """Zero-shot accuracy of the model now on the run's ``--tasks`` (one :class:`TasksMeasured`).
 
-    The same model object (moved to the run's device, then back to CPU) and, if ``sparse``, the
-    same activation-sparsity hooks as the perplexity evaluation.
+    The same model object (on the run's device as ``--offload`` says, then back to CPU) and,
+    if ``sparse``, the same activation-sparsity hooks as the perplexity evaluation.
 
     Args:
         run: the run (its config names the tasks and the limit).
@@ -147,8 +145,7 @@ def evaluate_tasks(
     p_x = run.config.act_sparsity if sparse else 0.0
     sparsifier = ActivationSparsifier(p_x, run.config.act_rule, dict(run.thresholds))
     linears = adapter.all_linears(model)
-    model.to(run.device)
-    try:
+    with run.place.evaluating(model, adapter.blocks(model)):
         with sparsifier.attach(linears if p_x > 0 else {}):
             scores = run_tasks(
                 model,
@@ -158,8 +155,6 @@ def evaluate_tasks(
                 batch_size=run.config.batch_size,
             )
         measured = sparsifier.mean_measured() if p_x > 0 else 0.0
-    finally:
-        model.to("cpu")
     seconds = time.monotonic() - tick
     run.timings["eval"] += seconds
     yield Progress(t=run.t(), phase="tasks", done=len(names), total=len(names), label=label)

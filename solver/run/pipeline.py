@@ -30,12 +30,13 @@ from solver.errors import InputError, RunError
 from solver.events import Event, Note, Progress, RunStarted, RunTotals
 from solver.io import checkpoint, system
 from solver.io.run_files import CHECKPOINTS_DIR
-from solver.run import blocks, distributed, estimate
+from solver.run import blocks, distributed, estimate, offload
 from solver.run.adapters import ModelAdapter, find_adapter
 from solver.run.context import RunContext
 from solver.run.discovery import layer_weight
 from solver.run.input_checks import INPUT_CHECKS
 from solver.run.measure import evaluate, evaluate_tasks
+from solver.run.offload import Placement
 from solver.run.save import save_model
 from solver.run.stop import NEVER, CancelToken, RunStopped
 
@@ -53,6 +54,7 @@ def preflight(config: RunConfig) -> None:
             a damaged model or text file: see :mod:`solver.io.inputs`).
     """
     config.validate()
+    offload.check_mode(config.offload)
     for check in INPUT_CHECKS:
         check.run(config)
     if config.tasks:
@@ -97,6 +99,7 @@ def run(
     context = RunContext(config, start=start)
     try:
         config.validate()
+        offload.check_mode(config.offload)
         context.device = system.resolve_device(config.device)
         context.dist, context.device = distributed.join(context.device)
         context.config = distributed.checked(config, context.dist, resume)
@@ -127,8 +130,15 @@ def _out_of_memory(err: BaseException, context: RunContext) -> str:
         where = context.phase
         weights = estimate.megabytes(context.model_mb)
         need = f"; the model's weights alone take {weights}" if context.model_mb else ""
+    if context.place.offloads and context.device.type != "cpu":
+        need = (
+            f"; with --offload {context.place.mode} it held one block, one batch and the "
+            "solver's matrices"
+        )
     device = context.device
     elsewhere = "--device cpu" if device.type == "cuda" else "a machine with more memory"
+    if device.type == "cuda" and not context.place.offloads:
+        elsewhere = f"--offload cpu, or {elsewhere}"
     return (
         f"out of memory {where} on {device} ({type(err).__name__}){need}: use fewer "
         f"--nsamples, a shorter --seqlen, a smaller --batch-size, or {elsewhere}"
@@ -164,6 +174,7 @@ class _Driver:
         model = loaded.model
         adapter = find_adapter(model)
         context.model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        context.place = self.placement(model)
         self.check_weights(model, adapter)
         self.check_context(model)
         context.check_cancel()
@@ -272,6 +283,8 @@ class _Driver:
             host=system.host(context.device),
         )
         yield from self.layout_notes(adapter)
+        if config.offload != "none":
+            yield Note(t=context.t(), text=context.place.describe())
         prunes = context.method.prunes
         if windows is not None and config.eval_dense:
             yield from evaluate(context, model, adapter, windows, protocol, "dense", sparse=False)
@@ -303,9 +316,35 @@ class _Driver:
         for part, seconds in saved.timings.items():
             context.timings[part] = context.timings.get(part, 0.0) + seconds
         yield Note(t=context.t(), text=f"resumed from the checkpoint after block {saved.block}")
+        if self.config.offload != "none":
+            yield Note(t=context.t(), text=context.place.describe())
         yield from blocks.prune(
             context, model, adapter, calib, windows, protocol, self.checkpoint_dir, saved
         )
+
+    def placement(self, model: nn.Module) -> Placement:
+        """Where this run keeps its weights and streams: ``--offload``, with ``auto`` resolved
+        by the estimate from the loaded model's sizes and the device's free memory."""
+        config, device = self.config, self.context.device
+        mode, reason = config.offload, ""
+        if mode == "auto":
+            spec = model.config
+            hidden = getattr(spec, "hidden_size", None)
+            heads = getattr(spec, "num_attention_heads", None)
+            kv_heads = getattr(spec, "num_key_value_heads", None) or heads
+            guess = estimate.estimate(
+                config,
+                n_params=sum(p.numel() for p in model.parameters()),
+                hidden=hidden,
+                layers=getattr(spec, "num_hidden_layers", None),
+                intermediate=getattr(spec, "intermediate_size", None),
+                device=device.type,
+                vocab=getattr(spec, "vocab_size", None),
+                kv_dim=hidden * kv_heads // heads if hidden and heads and kv_heads else None,
+                available_mb=system.available_memory_mb(device),
+            )
+            mode, reason = guess.offload or "none", guess.reason
+        return Placement(mode, device, reason)
 
     def layout_notes(self, adapter: ModelAdapter) -> Iterator[Note]:
         """What discovery found: the family, the block list and the groups; what it left out."""

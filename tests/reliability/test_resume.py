@@ -67,8 +67,11 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(
     )
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
-    # the resume: same result as the uninterrupted run, one story in events.jsonl
-    result = real_cli("prune", "--resume", "run", "--keep-checkpoints", "--json")
+    # the resume (with the weights offloaded to the CPU this time, which may change):
+    # same result as the uninterrupted run, one story in events.jsonl
+    result = real_cli(
+        "prune", "--resume", "run", "--keep-checkpoints", "--offload", "cpu", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     assert "took over a stale lock" in result.stderr
     assert f"run directory: run (resuming after block {checkpoint})" in result.stderr
@@ -77,6 +80,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(
     resumed, uninterrupted = json.loads(result.stdout), json.loads(ref_stdout)
     for key in ("ppl_dense", "ppl_dense_act", "ppl", "weight_sparsity", "act_sparsity"):
         assert resumed[key] == pytest.approx(uninterrupted[key], rel=1e-5), key
+    assert json.loads((run / "config.json").read_text())["offload"] == "cpu"
     story = kinds(run)
     assert story.count("run_started") == 1 and story[-1] == "finished"
     assert sum(k in ("finished", "cancelled", "failed") for k in story) == 1
