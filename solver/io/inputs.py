@@ -6,6 +6,9 @@ only at what is cheap to read — a folder's ``config.json`` (is it a causal LM?
 context?), the headers of its safetensors files (are they complete?), a GGUF file's header and
 tensor table (is it truncated?), the hub cache (is a hub id usable offline?) — and returns the
 model's sizes (:class:`ModelFacts`) for the pre-flight estimate (:mod:`solver.run.estimate`).
+Given a layout check, :func:`check_model` also builds the model from that config alone on the
+``meta`` device (:func:`config_skeleton`, no weight read) and runs the check on it, before it
+looks at the weights (:mod:`solver.run.input_checks` passes discovery's block-list check).
 :func:`check_text` reads a text file the way the run will and checks that it can hold the
 calibration batch. Whatever passes here is loaded for real by :mod:`solver.io.models` and
 :mod:`solver.io.data`, which raise the same kind of :class:`~solver.errors.InputError` for anything
@@ -14,21 +17,29 @@ these checks cannot see.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from solver.errors import InputError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 MAX_TEXT_CHECK_BYTES = 64 * 2**20
 """Text files larger than this are checked by the run itself (reading them twice costs)."""
 
 MAX_SAFETENSORS_HEADER = 100 * 2**20
 """A safetensors header longer than this is corrupt (real headers are kilobytes)."""
+
+LayoutCheck = Callable[["nn.Module"], object]
+"""A check of a model's module tree (built on the ``meta`` device); raises InputError."""
 
 
 @dataclass(frozen=True)
@@ -91,29 +102,35 @@ BUILTIN_FACTS = {
 # models
 
 
-def check_model(spec: str, seqlen: int | None = None) -> ModelFacts:
+def check_model(
+    spec: str, seqlen: int | None = None, check_layout: LayoutCheck | None = None
+) -> ModelFacts:
     """Check a model spec cheaply and return what is known of its sizes.
 
     Args:
         spec: a built-in name, a local folder, a ``.gguf`` file or a hub id.
         seqlen: the run's ``--seqlen``, checked against the model's context when it is known.
+        check_layout: run on the model's skeleton (:func:`config_skeleton`) right after its
+            config is read, before its weights are looked at; not for the built-in models
+            (their layout is known) nor for a hub id that is not cached.
 
     Returns:
         The model's sizes; fields stay ``None`` where they cannot be read cheaply.
 
     Raises:
         InputError: the folder is not a causal LM, its weights are truncated or corrupt, the
-            GGUF file is damaged, a hub id is not cached and the hub cannot be reached, or
-            ``seqlen`` is longer than the model's context.
+            GGUF file is damaged, a hub id is not cached and the hub cannot be reached,
+            ``check_layout`` refuses the model, or ``seqlen`` is longer than the model's
+            context.
     """
     text = str(spec).strip()
     path = Path(text).expanduser()
     if text.lower() in BUILTIN_FACTS:
         facts = BUILTIN_FACTS[text.lower()]
     elif path.is_dir():
-        facts = _check_folder(path)
+        facts = _check_folder(path, check_layout)
     elif path.is_file() and path.suffix.lower() == ".gguf":
-        facts = _check_gguf(path)
+        facts = _check_gguf(path, check_layout)
     elif path.exists():
         raise InputError(
             f"'{text}' is a file but not a .gguf file: pass the folder that holds config.json, "
@@ -121,7 +138,7 @@ def check_model(spec: str, seqlen: int | None = None) -> ModelFacts:
         )
     else:
         _check_not_a_missing_path(text)
-        facts = _check_hub_id(text)
+        facts = _check_hub_id(text, check_layout)
     if seqlen is not None and facts.context and seqlen > facts.context:
         raise InputError(
             f"--seqlen {seqlen} is longer than the model's context of {facts.context} tokens: "
@@ -145,7 +162,7 @@ def model_facts(spec: str) -> ModelFacts:
             data = json.loads((path / "config.json").read_text(encoding="utf-8"))
             return _facts_from_config(data, None)
         if path.is_file() and path.suffix.lower() == ".gguf":
-            return _check_gguf(path)
+            return _check_gguf(path, None)
         if not path.exists():
             data = _cached_hub_config(text)
             return _facts_from_config(data, None) if data is not None else ModelFacts()
@@ -154,8 +171,8 @@ def model_facts(spec: str) -> ModelFacts:
     return ModelFacts()
 
 
-def _check_folder(path: Path) -> ModelFacts:
-    """A Hugging Face model folder: config, causal LM, tokenizer files, complete weights."""
+def _check_folder(path: Path, check_layout: LayoutCheck | None) -> ModelFacts:
+    """A Hugging Face model folder: config, causal LM, layout, tokenizer files, weights."""
     from solver.io.models import TOKENIZER_FILES, check_causal, require_model_folder
 
     require_model_folder(path)
@@ -170,6 +187,7 @@ def _check_folder(path: Path) -> ModelFacts:
             "hold a Hugging Face config.json of a supported model type"
         ) from err
     check_causal(SimpleNamespace(**data), str(path))
+    _check_skeleton(data, check_layout)
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise InputError(
             f"'{path}' has no tokenizer files: save the tokenizer next to the model "
@@ -264,12 +282,15 @@ def _facts_from_config(data: dict[str, Any], n_params: int | None) -> ModelFacts
     )
 
 
-def _check_hub_id(spec: str) -> ModelFacts:
+def _check_hub_id(spec: str, check_layout: LayoutCheck | None) -> ModelFacts:
     """A hub id: usable when cached, or when the hub can be reached (it is then downloaded)."""
-    from solver.io.models import BUILTIN_MODELS, hub_reachable
+    from solver.io.models import BUILTIN_MODELS, check_causal, hub_reachable
 
     data = _cached_hub_config(spec)
     if data is not None:
+        if data:
+            check_causal(SimpleNamespace(**data), spec)
+            _check_skeleton(data, check_layout)
         return _facts_from_config(data, None)
     if not hub_reachable():
         builtin = f" or a built-in model ({', '.join(BUILTIN_MODELS)})" if "/" not in spec else ""
@@ -292,6 +313,92 @@ def _cached_hub_config(spec: str) -> dict[str, Any] | None:
     except Exception:  # a malformed id or an unreadable cache: the loader says precisely
         pass
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# the model's skeleton, for the layout check
+
+
+def _check_skeleton(data: dict[str, Any] | None, check_layout: LayoutCheck | None) -> None:
+    """Run ``check_layout`` on the skeleton of the model ``data`` configures, when one builds."""
+    if check_layout is None or not isinstance(data, dict):
+        return
+    skeleton = config_skeleton(data)
+    if skeleton is not None:
+        check_layout(skeleton)
+
+
+def config_skeleton(data: dict[str, Any]) -> nn.Module | None:
+    """The causal LM a ``config.json`` describes, built on the ``meta`` device: no weights.
+
+    Skeletons are cached by their config, so the setup screen's repeated pre-flights build
+    each one once.
+
+    Args:
+        data: a Hugging Face config as a dict (``model_type`` and the sizes).
+
+    Returns:
+        The skeleton, or None when transformers cannot build the model from the config alone
+        (the loader then says what is wrong).
+    """
+    if not isinstance(data.get("model_type"), str):
+        return None
+    return _build_skeleton(json.dumps(data, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=4)
+def _build_skeleton(config_json: str) -> nn.Module | None:
+    """``AutoModelForCausalLM.from_config`` on the ``meta`` device (None when it fails)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    from solver.io.models import quiet_transformers
+
+    data = json.loads(config_json)
+    try:
+        with quiet_transformers():
+            config = CONFIG_MAPPING[data["model_type"]].from_dict(data)
+            with torch.device("meta"):
+                model: nn.Module = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+                    config
+                )
+    except MemoryError:
+        raise
+    except Exception:  # a config transformers cannot build alone: the loader says why
+        return None
+    return model
+
+
+def _gguf_config(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """A transformers config (as a dict) from GGUF metadata, for :func:`config_skeleton`.
+
+    The scalar values transformers maps (``GGUF_CONFIG_MAPPING``: block count, widths, heads,
+    context) under the architecture's transformers model type; arrays (per-layer values) are
+    left to the config's defaults. Enough to build the model's module tree, not to load it.
+    """
+    from transformers.integrations.ggml import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
+
+    from solver.io.models import gguf_model_type
+
+    architecture = str(metadata.get("general.architecture", ""))
+    family = gguf_model_type(architecture)
+    mappings = cast(dict[str, dict[str, Any]], GGUF_CONFIG_MAPPING)
+    mapping = mappings.get(family) or mappings.get(architecture) or {}
+    if not architecture or not mapping:
+        return None
+    data: dict[str, Any] = {"model_type": family, **GGUF_CONFIG_DEFAULTS_MAPPING.get(family, {})}
+    prefix = f"{architecture}."
+    for key, value in metadata.items():
+        if not key.startswith(prefix) or isinstance(value, _ArrayLength):
+            continue
+        name = mapping.get(key.removeprefix(prefix))
+        if isinstance(name, str):
+            data[name] = value
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    if "vocab_size" not in data and isinstance(tokens, int) and tokens > 0:
+        data["vocab_size"] = int(tokens)
+    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,9 +431,14 @@ class _Truncated(Exception):
     """The GGUF header ends before it should."""
 
 
-def _check_gguf(path: Path) -> ModelFacts:
-    """Read a GGUF file's header and tensor table; refuse it when damaged or truncated, or
-    when its architecture cannot be loaded as a decoder-only LM."""
+class _ArrayLength(int):
+    """A GGUF metadata array, recorded by its element count only."""
+
+
+def _check_gguf(path: Path, check_layout: LayoutCheck | None) -> ModelFacts:
+    """Read a GGUF file's header and tensor table; refuse it when damaged or truncated, when
+    its architecture cannot be loaded as a decoder-only LM, or when ``check_layout`` refuses
+    the model its metadata describes."""
     from solver.io.models import check_gguf_architecture
 
     try:
@@ -340,6 +452,7 @@ def _check_gguf(path: Path) -> ModelFacts:
         if size >= needed:
             arch = str(metadata.get("general.architecture", ""))
             check_gguf_architecture(arch, str(path))
+            _check_skeleton(_gguf_config(metadata), check_layout)
 
             def get(key: str) -> int | None:
                 value = metadata.get(f"{arch}.{key}")
@@ -351,7 +464,7 @@ def _check_gguf(path: Path) -> ModelFacts:
                 hidden=hidden,
                 layers=get("block_count"),
                 intermediate=get("feed_forward_length"),
-                vocab=metadata.get("tokenizer.ggml.tokens") or None,
+                vocab=int(metadata.get("tokenizer.ggml.tokens") or 0) or None,
                 kv_dim=hidden * kv_heads // heads if hidden and heads and kv_heads else hidden,
                 context=get("context_length"),
                 n_params=n_params,
@@ -419,7 +532,7 @@ def _read_string(stream: BinaryIO) -> bytes:
 
 
 def _read_value(stream: BinaryIO, kind: int) -> Any:
-    """One metadata value; an array becomes its element count (strings are skipped)."""
+    """One metadata value; an array becomes its element count (:class:`_ArrayLength`)."""
     if kind in _GGUF_SCALARS:
         return _unpack(stream, _GGUF_SCALARS[kind])
     if kind == _GGUF_STRING:
@@ -434,7 +547,7 @@ def _read_value(stream: BinaryIO, kind: int) -> Any:
         else:
             for _ in range(count):
                 _read_value(stream, item)
-        return count
+        return _ArrayLength(count)
     raise ValueError(f"unknown GGUF value type {kind}")
 
 

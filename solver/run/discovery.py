@@ -314,6 +314,30 @@ def block_modules(block: nn.Module) -> dict[str, tuple[nn.Module, bool]]:
     return found
 
 
+def require_block_list(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    """The model's :func:`block_candidates`; refuse a model that has none.
+
+    The static part of :func:`discover`: it reads only the module tree, so it also runs on a
+    skeleton built on the ``meta`` device (the pre-flight, :mod:`solver.run.input_checks`).
+
+    Raises:
+        InputError: no decoder block list (one line naming the family and what is supported).
+    """
+    candidates = block_candidates(model)
+    if not candidates:
+        raise InputError(
+            f"model family {_model_type(model)!r} has no decoder block list with linear "
+            "projections: DuoGPT prunes decoder-only transformers (llama, qwen2, gemma, phi3, "
+            "gpt2, opt, mixtral...)"
+        )
+    return candidates
+
+
+def _model_type(model: nn.Module) -> str:
+    """The model's ``config.model_type``, else its class name."""
+    return str(getattr(getattr(model, "config", None), "model_type", type(model).__name__))
+
+
 def discover(model: nn.Module) -> Discovered:
     """Find the decoder blocks, their prunable layers and the groups (see the module docstring).
 
@@ -321,14 +345,8 @@ def discover(model: nn.Module) -> Discovered:
         InputError: no decoder block list, a block list the model does not call in order, or a
             layout that cannot be pruned.
     """
-    model_type = str(getattr(getattr(model, "config", None), "model_type", type(model).__name__))
-    candidates = block_candidates(model)
-    if not candidates:
-        raise InputError(
-            f"model family {model_type!r} has no decoder block list with linear projections: "
-            "DuoGPT prunes decoder-only transformers (llama, qwen2, gemma, phi3, gpt2, opt, "
-            "mixtral...)"
-        )
+    model_type = _model_type(model)
+    candidates = require_block_list(model)
     record = trace(model, candidates, block_modules)
     chosen = _choose(candidates, record)
     if chosen is None:

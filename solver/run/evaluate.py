@@ -4,7 +4,7 @@ activation sparsity.
 ``duogpt eval RUN_DIR`` reproduces a run's perplexity: the run's ``model/`` folder holds the
 pruned weights and ``activation_sparsity.json`` (the rule, the sparsity and, for the threshold
 rule, the calibrated thresholds), so evaluation applies exactly what the run applied
-(ALGORITHM.md §7).
+(ALGORITHM.md §7), to the model in the dtype the run held it in (:func:`run_dtype`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from solver.config import DTYPES
 from solver.errors import InputError
 from solver.io import system
 from solver.io.run_files import ACT_SETTINGS_FILE, EVENTS_FILE, MODEL_DIR
@@ -35,6 +37,23 @@ def run_model_dir(target: str) -> Path | None:
             "--no-save-model): nothing to evaluate"
         )
     return None
+
+
+def run_dtype(model_dir: Path, settings: dict[str, Any]) -> torch.dtype:
+    """The dtype a run held its model in, to evaluate its saved model in the same one.
+
+    The run's ``--dtype`` as ``activation_sparsity.json`` records it; for runs saved before it
+    did, the dtype ``save_pretrained`` wrote into the model's ``config.json``; else float32.
+    """
+    name = settings.get("dtype")
+    if name is None:
+        try:
+            saved = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        if isinstance(saved, dict):
+            name = saved.get("dtype") or saved.get("torch_dtype")
+    return getattr(torch, name) if name in DTYPES else torch.float32
 
 
 def evaluate(
@@ -58,7 +77,8 @@ def evaluate(
     The model is loaded once; perplexity and tasks run with the same activation-sparsity hooks.
 
     Args:
-        target: a model spec (built-in name, folder, .gguf, hub id) or a run directory.
+        target: a model spec (built-in name, folder, .gguf, hub id) or a run directory (its
+            model is loaded in the run's dtype, a model spec in float32).
         eval_text: the evaluation text (same forms as ``--eval``).
         windows: non-overlapping windows to evaluate.
         seqlen: tokens per window.
@@ -95,7 +115,7 @@ def evaluate(
     settings: dict[str, Any] = {"sparsity": 0.0, "rule": "topk", "thresholds": {}}
     if model_dir is not None:
         settings = json.loads((model_dir / ACT_SETTINGS_FILE).read_text())
-        loaded = load_model(str(model_dir))
+        loaded = load_model(str(model_dir), dtype=run_dtype(model_dir, settings))
     else:
         loaded = load_model(target)
     if act_sparsity is not None:

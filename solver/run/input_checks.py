@@ -39,10 +39,17 @@ def check_device(config: RunConfig) -> None:
 
 
 def check_model(config: RunConfig) -> None:
-    """The model's files and context (``--seqlen`` must fit it)."""
-    from solver.io import inputs
+    """The model's files, its context (``--seqlen`` must fit it) and its layout.
 
-    inputs.check_model(config.model, config.seqlen)
+    The layout check builds the model from its config (or GGUF metadata) alone on the ``meta``
+    device (:func:`solver.io.inputs.config_skeleton`) and runs the static part of discovery on
+    it (:func:`solver.run.discovery.require_block_list`): a model without a decoder block list
+    is refused here, before its weights are read or even checked (issue 11).
+    """
+    from solver.io import inputs
+    from solver.run import discovery
+
+    inputs.check_model(config.model, config.seqlen, check_layout=discovery.require_block_list)
 
 
 def check_calib(config: RunConfig) -> None:

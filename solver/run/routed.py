@@ -223,7 +223,8 @@ def prune_experts(
             level="warning",
             text=f"block {index} {group.experts} {param}: expert slices with fewer than "
             f"{experts_mod.MIN_EXPERT_TOKENS} calibration tokens were pruned without the "
-            f"second-order solve: {', '.join(fell_back)}",
+            "second-order solve (with Wanda; with magnitude when they got no token): "
+            f"{', '.join(fell_back)}",
         )
 
 

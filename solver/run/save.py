@@ -70,4 +70,5 @@ def act_settings(
         "method": config.method,
         "weight_sparsity": config.target_weight_sparsity,
         "pattern": config.pattern,
+        "dtype": config.dtype,
     }
