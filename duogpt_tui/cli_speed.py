@@ -37,7 +37,12 @@ def speed(
     threads: Annotated[
         int | None, typer.Option("--threads", help="CPU threads (default: torch's).")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu (or auto).")] = "cpu",
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device", help="cpu, cuda (Triton kernels in fp16) or auto (cuda when present)."
+        ),
+    ] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:

@@ -1,11 +1,13 @@
 """Measured decode speed of a model or a pruned run directory (``duogpt speed``, issue #13).
 
-Two measurements, both batch 1 on CPU in float32, each timed after a warm-up as the median of
-at least 5 repeats:
+Two measurements, both batch 1, each timed after a warm-up as the median of at least 5
+repeats, on the CPU in float32 (the C++ kernels of :mod:`solver.kernels.cpu`) or on CUDA in
+float16 (the Triton kernels of :mod:`solver.kernels.triton_gemv`; ``backend`` says which, and
+``torch-fallback`` when neither loads):
 
 * **per layer shape**: one GEMV of a representative layer of each ``(n, k)`` shape in the
   four modes (dense torch, activation-only, weight-only, dual-sparse), with the byte bound of
-  ``solver/math/speedup.py`` (float32 values) for every layer of that shape beside it; the
+  ``solver/math/speedup.py`` (the values' dtype) for every layer of that shape beside it; the
   ``all`` row weights each shape by its number of layers (the decoder's linear layers together).
 * **end to end**: greedy decode of ``tokens`` tokens with the KV cache (the prefill excluded)
   for the dense model, the activation-only kernels and the dual-sparse kernels, and whether
@@ -28,7 +30,7 @@ from torch import Tensor, nn
 
 from solver.errors import InputError
 from solver.kernels import cpu
-from solver.kernels.sparse_linear import install
+from solver.kernels.sparse_linear import install, load_triton, triton_unavailable_reason
 from solver.math import speedup
 from solver.math.activations import ActivationSparsifier, topk_sparsify
 
@@ -39,6 +41,9 @@ PROMPT = "Call me Ishmael. Some years ago"
 """The prompt of the decode measurement (its prefill is not timed)."""
 
 LAYER_MODES = ("dense", "act", "weight", "dual")
+
+CUDA_DTYPE = torch.float16
+"""The dtype of a CUDA measurement (the Triton kernels' and TEAL's)."""
 
 
 def load_target(target: str) -> tuple[Any, dict[str, Any], list[str]]:
@@ -86,7 +91,12 @@ def median_us(fn: Callable[[], object]) -> float:
 
 
 def layer_table(
-    weights: dict[str, Tensor], act_sparsity: float, *, seed: int = 0
+    weights: dict[str, Tensor],
+    act_sparsity: float,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> list[dict[str, Any]]:
     """Per ``(n, k)`` shape: the four modes in us, x over dense, and the byte bounds.
 
@@ -94,6 +104,8 @@ def layer_table(
         weights: the (pruned) linear weights by name.
         act_sparsity: fraction of each input zeroed (top-k) in the act and dual modes.
         seed: of the random inputs.
+        device: where the layers are timed (:func:`time_modes` picks the kernels from it).
+        dtype: of the timed weights and inputs (float32 on the CPU).
 
     Returns:
         One row per shape (``shape``, ``layers``, ``<mode>_us``, ``<mode>_x``,
@@ -107,9 +119,10 @@ def layer_table(
     all_costs: list[dict[str, float]] = []
     all_us = dict.fromkeys(LAYER_MODES, 0.0)
     for (n, k), group in by_shape.items():
-        w = group[0].detach().to("cpu", torch.float32).contiguous()
-        x_dense = torch.randn(k, generator=gen)
-        x_sparse = topk_sparsify(x_dense, act_sparsity).contiguous()
+        w = group[0].detach().to(device, dtype).contiguous()
+        x_cpu = torch.randn(k, generator=gen)
+        x_dense = x_cpu.to(device, dtype)
+        x_sparse = topk_sparsify(x_cpu, act_sparsity).to(device, dtype).contiguous()
         timings = time_modes(w, x_dense, x_sparse)
         activity = [1.0 - float((x_sparse == 0).float().mean())] * k
         costs = speedup.total(
@@ -117,8 +130,8 @@ def layer_table(
                 speedup.column_nonzeros(g.detach().cpu()),
                 n,
                 activity,
-                weight_bytes=4.0,
-                act_bytes=4.0,
+                weight_bytes=float(w.element_size()),
+                act_bytes=float(w.element_size()),
             )
             for g in group
         )
@@ -132,14 +145,22 @@ def layer_table(
 
 
 def time_modes(weight: Tensor, x_dense: Tensor, x_sparse: Tensor) -> dict[str, float]:
-    """Median us of one GEMV of ``weight`` in each of the four modes."""
+    """Median us of one GEMV of ``weight`` in each of the four modes.
+
+    The kernels follow ``weight``'s device: the C++ ones on the CPU (float32), the Triton
+    ones elsewhere; without Triton every mode is ``torch.mv``, as ``SparseLinear`` does then.
+    """
+    kernels = cpu if weight.device.type == "cpu" else load_triton(weight.device)
+    if kernels is None:
+        dense_us = median_us(lambda: torch.mv(weight, x_dense))
+        return dict.fromkeys(LAYER_MODES, dense_us)
     weight_t = weight.t().contiguous()
-    packed = cpu.pack_dual(weight)
+    packed = kernels.pack_dual(weight)
     return {
-        "dense": median_us(lambda: cpu.dense_gemv(weight, x_dense)),
-        "act": median_us(lambda: cpu.act_gemv(weight_t, x_sparse)),
-        "weight": median_us(lambda: cpu.dual_gemv(packed, x_dense)),
-        "dual": median_us(lambda: cpu.dual_gemv(packed, x_sparse)),
+        "dense": median_us(lambda: kernels.dense_gemv(weight, x_dense)),
+        "act": median_us(lambda: kernels.act_gemv(weight_t, x_sparse)),
+        "weight": median_us(lambda: kernels.dual_gemv(packed, x_dense)),
+        "dual": median_us(lambda: kernels.dual_gemv(packed, x_sparse)),
     }
 
 
@@ -229,6 +250,9 @@ def measure(
 ) -> dict[str, Any]:
     """Everything ``duogpt speed`` prints (module docstring), as plain values.
 
+    ``device``: ``cpu``, ``cuda[:N]`` (float16, the Triton kernels) or ``auto`` (CUDA when
+    there is one).
+
     Raises:
         InputError: bad tokens, threads, device or target.
     """
@@ -236,22 +260,20 @@ def measure(
         raise InputError(f"--tokens must be an integer >= 2, got {tokens}")
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be an integer >= 1, got {threads}")
-    if device not in ("auto", "cpu"):
-        raise InputError(
-            f"--device {device!r}: the sparse kernels run on the CPU only here; use --device cpu"
-        )
+    where = _speed_device(device)
+    dtype = torch.float32 if where.type == "cpu" else CUDA_DTYPE
     say = progress or (lambda _text: None)
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         say("building the kernels (once; cached afterwards)")
-        backend = cpu.backend()
-        notes = [] if backend == "cpp" else [f"torch fallback: {cpu.fallback_reason()}"]
+        backend, notes = backend_for(where)
         say(f"loading {target}")
         loaded, settings, load_notes = load_target(target)
         notes += load_notes
         model = loaded.model
+        model.to(where, dtype)
         from solver.run.adapters import find_adapter
 
         weights = {
@@ -263,13 +285,15 @@ def measure(
         table: list[dict[str, Any]] = []
         if layers:
             say(f"timing {len(weights)} layers")
-            table = layer_table(weights, act_sparsity)
+            table = layer_table(weights, act_sparsity, device=where, dtype=dtype)
         say(f"decoding {tokens} tokens x {REPEATS + 1} per mode")
-        ids = loaded.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+        ids = loaded.tokenizer(PROMPT, return_tensors="pt")["input_ids"].to(where)
         decode = decode_speed(model, ids, tokens, settings)
         return {
             "target": target,
             "backend": backend,
+            "device": str(where),
+            "dtype": str(dtype).removeprefix("torch."),
             "threads": torch.get_num_threads(),
             "act_sparsity": act_sparsity,
             "act_rule": settings.get("rule", "topk"),
@@ -285,3 +309,35 @@ def measure(
         }
     finally:
         torch.set_num_threads(before)
+
+
+def _speed_device(spec: str) -> torch.device:
+    """``cpu``, ``cuda[:N]`` or ``auto`` as a device (CUDA only when it is there)."""
+    from solver.io.system import cuda_available
+
+    if spec == "cpu" or (spec == "auto" and not cuda_available()):
+        return torch.device("cpu")
+    if spec == "auto":
+        return torch.device("cuda")
+    if spec.startswith("cuda"):
+        if not cuda_available():
+            raise InputError(
+                f"--device {spec!r}: CUDA is not available here, so the sparse kernels run "
+                "on the CPU only; use --device cpu (or auto)"
+            )
+        try:
+            return torch.device(spec)
+        except RuntimeError as exc:
+            raise InputError(f"--device {spec!r}: {exc}; use cuda or cuda:N") from None
+    raise InputError(f"--device {spec!r}: use cpu, cuda, cuda:N or auto")
+
+
+def backend_for(device: torch.device) -> tuple[str, list[str]]:
+    """The kernels' name on ``device`` (``cpp``, ``triton`` or ``torch-fallback``), and a note
+    saying why when it is the fallback."""
+    if device.type == "cpu":
+        name = cpu.backend()
+        return name, [] if name == "cpp" else [f"torch fallback: {cpu.fallback_reason()}"]
+    if load_triton(device) is not None:
+        return "triton", []
+    return "torch-fallback", [f"torch fallback: {triton_unavailable_reason(device)}"]
