@@ -10,7 +10,9 @@ One handler appends each event to the :class:`EventLog` and publishes
 :attr:`DuoGPTApp.log_changed`; the screens (modes ``setup``, ``run``, ``report``, ``runs``)
 redraw from the log. Switching screens never stops the run; cancelling sets the run's
 cancel token; the solver stops after the current layer and the runner records the cancelled
-event (the app shows only events the runner recorded).
+event (the app shows only events the runner recorded). A run with several ranks (the form's
+Ranks field) differs only in its event source: the launcher of :mod:`duogpt_tui.ranks`, as for
+``duogpt prune --nproc N``.
 
 For tests the event source, the pre-flight check and the setup catalog are injectable::
 
@@ -37,7 +39,7 @@ from textual.timer import Timer
 from textual.widgets import Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from duogpt_tui import runner
+from duogpt_tui import ranks, runner
 from duogpt_tui.eventlog import EventLog
 from duogpt_tui.exitcodes import ExitCode
 from duogpt_tui.messages import RunEvent, RunLaunched, RunNotice, RunRefused
@@ -285,8 +287,10 @@ class DuoGPTApp(App[int]):
         worker = get_current_worker()
         yield_cpu_to_ui()
         noted = len(run_dir.notes)
+        # with several ranks, the launcher's ranks are the source (as for `duogpt prune`)
+        source = self._source or ranks.source_for(config)
         events = runner.execute(
-            config, run_dir, cancel=AnyEvent(cancel, worker.cancelled_event), source=self._source
+            config, run_dir, cancel=AnyEvent(cancel, worker.cancelled_event), source=source
         )
         try:
             for event in events:

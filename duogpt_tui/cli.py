@@ -12,7 +12,6 @@ so ``duogpt --help`` is instant.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
@@ -82,7 +81,7 @@ def _root(
 
 
 RESUME_OPTIONS = frozenset(
-    {"device", "offload", "keep_checkpoints", "json_output", "debug", "resume"}
+    {"device", "offload", "nproc", "keep_checkpoints", "json_output", "debug", "resume"}
 )
 """The options that may go with ``--resume`` (the run's own config.json gives the rest)."""
 
@@ -109,7 +108,7 @@ def prune(
         typer.Option(
             metavar="RUN_DIR",
             help="Continue a stopped run from its last complete block, with its own settings "
-            "(only --device and --keep-checkpoints may change).",
+            "(only --device, --offload, --nproc and --keep-checkpoints may change).",
             show_default=False,
         ),
     ] = None,
@@ -131,9 +130,7 @@ def prune(
             raise InputError(f"--limit must be an integer >= 1, got {values['task_limit']}")
         config = build_config(**values)
         runner.preflight(config)
-        if config.nproc > 1 and ranks.launched_world() == 1:  # start the ranks: each runs this
-            raise typer.Exit(ranks.launch(config.nproc, sys.argv[1:]))
-        if ranks.launched_world() > 1:  # under torchrun: rank 0 alone writes the run directory
+        if ranks.launched_world() > 1:  # the user's torchrun: rank 0 alone writes the run
             config = config.replace(nproc=ranks.launched_world())
             if ranks.rank() != 0:
                 raise typer.Exit(ranks.run_quietly(config))
@@ -165,7 +162,8 @@ def _resume(
 
     Options that define the run are refused (exit 2): a resumed run must give the same result
     as an uninterrupted one. ``--device``, ``--offload`` (where the weights wait: it does not
-    change the result) and ``--keep-checkpoints`` may change.
+    change the result), ``--nproc`` (the checkpoint holds every rank's streams) and
+    ``--keep-checkpoints`` may change.
     """
     try:
         given = sorted(
@@ -181,13 +179,17 @@ def _resume(
             )
         config = RunDir.open(path).config()
         changes: dict[str, Any] = {}
-        for name in ("device", "offload"):
+        for name in ("device", "offload", "nproc"):
             if _given(ctx, name):
                 changes[name] = values[name]
         if values["keep_checkpoints"]:
             changes["keep_checkpoints"] = True
         config = config.replace(**changes).validate()
         runner.preflight(config)
+        if ranks.launched_world() > 1:  # the user's torchrun: the other ranks only read the run
+            config = config.replace(nproc=ranks.launched_world())
+            if ranks.rank() != 0:
+                raise typer.Exit(ranks.run_quietly(config, workdir=path, resume=True))
         run_dir = RunDir.resume(path)
         if changes:
             run_dir.write_config(config)
@@ -240,7 +242,9 @@ def _run_with_display(
     else:
         display.line(f"run directory: {run_dir.path}")
     with cancel_on_signals(cancel), display:
-        events = runner.execute(config, run_dir, cancel, resume=resume)
+        # with --nproc N the launcher's ranks are the source; this process records their run
+        source = ranks.source_for(config)
+        events = runner.execute(config, run_dir, cancel, source=source, resume=resume)
         try:
             for event in events:
                 display.show(event)

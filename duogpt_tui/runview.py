@@ -210,6 +210,12 @@ class RunView:
         return self.started.device if self.started else ""
 
     @property
+    def ranks(self) -> int:
+        """How many ranks (processes) share the calibration (``--nproc``; 1 when unknown)."""
+        value = self.config.get("nproc", 1)
+        return value if isinstance(value, int) and value > 1 else 1
+
+    @property
     def n_blocks(self) -> int:
         """Decoder blocks in the model (0 until the run started)."""
         return self.started.n_blocks if self.started else 0

@@ -308,9 +308,12 @@ class RunConfig:
     )
     nproc: int = option(
         1,
-        "Processes that share the calibration (data parallel, torch.distributed).",
+        "Processes (ranks) that share the calibration: data parallel with torch.distributed, "
+        "gloo on CPU, NCCL on CUDA. When a rank dies the others are stopped at once and the "
+        "run fails (continue it with --resume); a rank that hangs fails the run after 600 s.",
         "machine",
         bounds=Bounds(1),
+        form=FormField(18, "Ranks", "processes sharing the calibration"),
     )
     proxy_every: int = option(
         0,

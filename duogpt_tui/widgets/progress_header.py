@@ -1,4 +1,5 @@
-"""The run's progress header: a bar of solved layers, the ETA and what is being worked on.
+"""The run's progress header: a bar of solved layers, the ETA and what is being worked on
+(and the rank count of a run with several ranks).
 
 The ETA is the run view's (:meth:`~duogpt_tui.runview.RunView.eta_seconds`), written as the CLI's
 progress writes it (:func:`~duogpt_tui.formatting.eta`).
@@ -80,6 +81,8 @@ class ProgressHeader(Horizontal):
         else:
             parts = self._pruning_parts(log)
         parts.append(log.activity())
+        if log.ranks > 1:  # a data-parallel run (--nproc): say so before the rest
+            parts.insert(0, f"{log.ranks} ranks")
         self.query_one("#progress-activity", Static).update(" · ".join(parts), layout=False)
 
     def _pruning_parts(self, log: EventLog) -> list[str]:

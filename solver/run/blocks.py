@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from solver.errors import InputError, RunError
+from solver.errors import RunError
 from solver.events import BlockFinished, BlockStarted, Event, LayerSolved, Note
 from solver.io import checkpoint, system
 from solver.math.activations import ActivationSparsifier
@@ -63,11 +63,13 @@ def prune(
     config = run.config
     blocks = adapter.blocks(model)
     batches = list(torch.split(calib, config.batch_size))
+    checkpoints = checkpoint_dir is not None
     if run.dist is not None:  # data parallel: this rank's shard of the batches
         batches = run.dist.shard(batches)
-        checkpoint_dir = None  # a rank's checkpoint would hold its shard only
-        if any(g.routed for i in range(len(blocks)) for g in adapter.block_groups(i)):
-            raise InputError("fused-MoE experts cannot be pruned with --nproc > 1 yet: use 1")
+        # rank 0 alone writes the checkpoints, with the streams of every rank
+        checkpoints = run.dist.agree(checkpoints, run.device)
+        if run.dist.rank != 0:
+            checkpoint_dir = None
     tick = time.monotonic()
     run.phase = "while capturing the calibration inputs"
     place = run.place
@@ -78,8 +80,14 @@ def prune(
         compressed = [place.keep(h.clone()) for h in hidden]
     else:
         first = saved.block + 1
-        dense = [place.keep(h) for h in saved.dense]
-        compressed = [place.keep(h) for h in saved.compressed]
+        saved_dense, saved_compressed = saved.dense, saved.compressed
+        if run.dist is not None:  # the checkpoint holds every batch: this rank's shard
+            saved_dense, saved_compressed = (
+                run.dist.mine(saved_dense),
+                run.dist.mine(saved_compressed),
+            )
+        dense = [place.keep(h) for h in saved_dense]
+        compressed = [place.keep(h) for h in saved_compressed]
     del hidden
     calls = place.keep_calls(calls)
     run.timings["forward"] += time.monotonic() - tick
@@ -110,17 +118,20 @@ def prune(
         yield from prune_block(
             run, index, len(blocks), block, adapter, dense, compressed, calls[index]
         )
-        if checkpoint_dir is not None:
-            checkpoint.save_block(
-                checkpoint_dir,
-                index,
-                adapter.linears(block),
-                dense,
-                compressed,
-                run.thresholds,
-                run.timings,
-                elapsed=time.monotonic() - run.start,
-            )
+        if checkpoints:
+            streams = (dense, compressed)
+            if run.dist is not None:
+                streams = (run.dist.gather_batches(dense), run.dist.gather_batches(compressed))
+            if checkpoint_dir is not None:
+                checkpoint.save_block(
+                    checkpoint_dir,
+                    index,
+                    adapter.linears(block),
+                    *streams,
+                    run.thresholds,
+                    run.timings,
+                    elapsed=time.monotonic() - run.start,
+                )
         every = config.proxy_every
         if windows is not None and every and (index + 1) % every == 0 and index + 1 < len(blocks):
             proxy = windows[: config.proxy_windows]
@@ -240,6 +251,12 @@ def prune_block(
                     run_until(block, place.fetch(states), place.fetch_call(extras[b]))
                     place.keep_last(raw)
             timings["forward"] += time.monotonic() - tick
+            if run.dist is not None:  # an expert slice's method depends on all its tokens
+                names = [name for g in groups if g.routed for name in g.names]
+                if names:
+                    counts = [record.tokens.get(name, 0) for name in names]
+                    totals = run.dist.sum_counts(counts, run.device)
+                    record.tokens.update(zip(names, totals, strict=True))
             for group in groups:
                 if group.routed:
                     events: Iterator[Event] = routed.prune_experts(

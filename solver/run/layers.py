@@ -64,12 +64,16 @@ def prune_group(
     tick = time.monotonic()
     head = full[group[0]]
     method = method or run.method
-    if config.act_rule == "threshold" and config.act_sparsity > 0 and raw:
-        flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in raw])
-        threshold = calibrate_threshold(flat, config.act_sparsity)
+    if config.act_rule == "threshold" and config.act_sparsity > 0 and (raw or run.dist is not None):
+        k = in_features(linears[group[0]])
+        flat = torch.cat([x.reshape(-1, k) for x in raw]) if raw else torch.zeros(0, k)
+        if run.dist is not None:  # a quantile is no sum: over the inputs of every rank
+            flat = run.dist.gather_rows(flat)
+        if flat.numel():
+            threshold = calibrate_threshold(flat, config.act_sparsity)
+            for name in group:
+                run.thresholds[full[name]] = threshold
         del flat
-        for name in group:
-            run.thresholds[full[name]] = threshold
     reads = method.reads
     collected = SplitStats(
         in_features(linears[group[0]]),
@@ -78,7 +82,7 @@ def prune_group(
         token_clip=config.token_clip if reads.hessian else 0.0,
     )
     for b, (x_raw, x_dense) in enumerate(zip(raw, dense_inputs, strict=True)):
-        if run.dist is not None:  # held-out sequences are numbered over all ranks' batches
+        if run.dist is not None and x_raw.dim() == 3:  # sequences numbered over all ranks
             collected.first_row = run.dist.starts[b]
         x_raw, x_dense = run.place.fetch(x_raw), run.place.fetch(x_dense)  # offload: to device
         # a method with a residual calibrates on activation-sparse inputs; the others on dense

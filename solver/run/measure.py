@@ -4,7 +4,11 @@ The dense model before pruning (with and without activation sparsity), a cheap p
 every few blocks, and the pruned model at the end: each is one :class:`PerplexityMeasured`
 event carrying its protocol, with :class:`Progress` events while it runs. With ``--tasks``, the
 dense model (before pruning) and the pruned model (with the run's activation sparsity) are also
-scored on zero-shot tasks: one :class:`TasksMeasured` event each.
+scored on zero-shot tasks: one :class:`TasksMeasured` event each. With several ranks
+(:mod:`solver.run.distributed`) only rank 0 measures the pruned model: every rank holds the same
+model, and that last measurement comes after the ranks' last exchange. The measurements before
+and during pruning are repeated on every rank, so that no rank waits for another's (a wait in
+an exchange is bounded by :data:`~solver.run.distributed.TIMEOUT_S`).
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ def evaluate(
     Raises:
         RunCancelled: the cancel token was set between two batches.
     """
+    if label == "pruned" and run.dist is not None and run.dist.rank != 0:  # rank 0's alone
+        return
     tick = time.monotonic()
     run.phase = PHASES.get(label, f"during the {label} evaluation after block {upto_block}")
     linears = adapter.all_linears(model)
@@ -136,7 +142,7 @@ def evaluate_tasks(
     from solver.run.tasks import parse_tasks, run_tasks
 
     names = parse_tasks(run.config.tasks)
-    if not names:
+    if not names or (label == "pruned" and run.dist is not None and run.dist.rank != 0):
         return
     tick = time.monotonic()
     run.phase = f"during the zero-shot tasks of the {label} model"

@@ -79,7 +79,8 @@ def run(
         cancel: checked between layers and batches; ``None`` never cancels.
         workdir: the run directory; the pruned model goes to ``workdir / "model"`` when
             ``config.save_model`` is set, and per-block checkpoints to
-            ``workdir / "checkpoints"`` when ``config.checkpoints`` is set.
+            ``workdir / "checkpoints"`` when ``config.checkpoints`` is set. With several
+            ranks only rank 0 writes there; the others may be given it to read a checkpoint.
         resume: continue from the checkpoint in ``workdir`` (after its last complete block);
             the events before it (run started, dense perplexities, finished blocks) are not
             repeated.
@@ -101,9 +102,9 @@ def run(
         config.validate()
         offload.check_mode(config.offload)
         context.device = system.resolve_device(config.device)
-        context.dist, context.device = distributed.join(context.device)
-        context.config = distributed.checked(config, context.dist, resume)
         context.cancel = cancel or NEVER
+        context.dist, context.device = distributed.join(context.device, context.cancel)
+        context.config = distributed.checked(config, context.dist)
         return (yield from _Driver(context, workdir, resume).events())
     except (torch.OutOfMemoryError, MemoryError) as err:
         cause = RunError(_out_of_memory(err, context))
@@ -156,6 +157,7 @@ class _Driver:
         self.resume = resume
         self.calib_info: dict[str, Any] = {}
         self.checkpoint_dir: Path | None = None
+        self.writes = context.dist is None or context.dist.rank == 0  # into the run directory
         if workdir is not None and (self.config.checkpoints or resume):
             self.checkpoint_dir = Path(workdir) / CHECKPOINTS_DIR
         if resume and self.checkpoint_dir is None:
@@ -235,14 +237,14 @@ class _Driver:
         yield from evaluate_tasks(context, model, adapter, loaded.tokenizer, "pruned")
         context.check_cancel()  # a cancel during the last layer or batch still ends it cancelled
         model_dir = ""
-        if config.save_model and self.workdir is not None:
+        if config.save_model and self.workdir is not None and self.writes:
             context.phase = "while saving the model"
             yield Progress(t=context.t(), phase="save", done=0, total=1, label="model")
             saved = save_model(loaded, config, context.thresholds, linears, self.workdir)
             model_dir = str(saved)
             yield Progress(t=context.t(), phase="save", done=1, total=1, label="model")
         context.check_cancel()
-        if self.checkpoint_dir is not None and not config.keep_checkpoints:
+        if self.checkpoint_dir is not None and self.writes and not config.keep_checkpoints:
             checkpoint.remove(self.checkpoint_dir)
         return self.totals(linears, model_dir)
 
