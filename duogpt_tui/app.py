@@ -77,6 +77,19 @@ run took ~200 ms at equal priority and ~45 ms (as when idle) at +5. On an otherw
 the run loses nothing: the UI thread sleeps between key presses."""
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux's
+    ``/proc/self/status``); elsewhere set to 0o077 and back at once, so that a file another
+    thread creates meanwhile is never more open than it would have been."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
 def yield_cpu_to_ui() -> None:
     """Lower the calling thread's CPU priority by :data:`WORKER_NICENESS` (Linux; else nothing).
 
@@ -466,10 +479,8 @@ class DuoGPTApp(App[int]):
             InputError: the file cannot be written.
         """
         where = RunDir(self.run_path or path.parent).write_report(text, path, overwrite=True)
-        umask = os.umask(0)
-        os.umask(umask)
         with contextlib.suppress(OSError):
-            where.chmod(0o666 & ~umask)
+            where.chmod(0o666 & ~current_umask())
         return where
 
     def reopen_in_setup(self, path: Path | str | None = None) -> bool:

@@ -3,8 +3,9 @@
 The report is ``report.render_markdown`` of the App's log, so it is the same text that the run
 directory's ``report.md`` holds. It is rendered to styled lines on a thread worker
 (:mod:`duogpt_tui.widgets.report_view`), so a long report (hundreds of table rows) never holds
-the UI while a run goes on. ``e`` exports it: to the run directory's ``report.md`` or a path
-typed in a modal; an existing file is only replaced after a confirmation.
+the UI while a run goes on. ``e`` exports it to a path typed in a modal (prefilled with
+``<run name>-report.md`` in the working directory, never the run's own ``report.md``); an existing
+file is only replaced after a confirmation. Another run's report starts at its top.
 """
 
 from __future__ import annotations
