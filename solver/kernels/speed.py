@@ -197,7 +197,11 @@ def greedy_decode(model: nn.Module, prompt: Tensor, tokens: int) -> tuple[list[i
 
 
 def decode_speed(
-    model: nn.Module, prompt: Tensor, tokens: int, settings: dict[str, Any]
+    model: nn.Module,
+    prompt: Tensor,
+    tokens: int,
+    settings: dict[str, Any],
+    repeats: int = REPEATS,
 ) -> dict[str, Any]:
     """Tokens/s of the dense model, the act kernels and the dual kernels; token agreement."""
     reference_sparsifier = sparsifier_for(settings)
@@ -221,7 +225,7 @@ def decode_speed(
                 sparsifier.attach(replaced)
         times = []
         produced: list[int] = []
-        for _ in range(REPEATS + 1):  # the first is the warm-up
+        for _ in range(repeats + 1):  # the first is the warm-up
             produced, seconds = greedy_decode(runner, prompt, tokens)
             times.append(seconds)
         if sparsifier is not None:
@@ -247,8 +251,12 @@ def measure(
     device: str = "cpu",
     layers: bool = True,
     progress: Callable[[str], None] | None = None,
+    repeats: int = REPEATS,
 ) -> dict[str, Any]:
     """Everything ``duogpt speed`` prints (module docstring), as plain values.
+
+    ``repeats``: timed decodes per mode after the warm-up (the median is reported); a check
+    that only wants ``same_tokens`` may take 1.
 
     ``device``: ``cpu``, ``cuda[:N]`` (float16, the Triton kernels) or ``auto`` (CUDA when
     there is one).
@@ -286,9 +294,9 @@ def measure(
         if layers:
             say(f"timing {len(weights)} layers")
             table = layer_table(weights, act_sparsity, device=where, dtype=dtype)
-        say(f"decoding {tokens} tokens x {REPEATS + 1} per mode")
+        say(f"decoding {tokens} tokens x {repeats + 1} per mode")
         ids = loaded.tokenizer(PROMPT, return_tensors="pt")["input_ids"].to(where)
-        decode = decode_speed(model, ids, tokens, settings)
+        decode = decode_speed(model, ids, tokens, settings, repeats)
         return {
             "target": target,
             "backend": backend,
@@ -303,6 +311,8 @@ def measure(
             "speedup_act": decode["speedup_act"],
             "speedup_dual": decode["speedup_dual"],
             "same_tokens": decode["same_tokens"],
+            "act_same_tokens": decode["act_same_tokens"],
+            "dual_same_tokens": decode["dual_same_tokens"],
             "tokens": tokens,
             "layers": table,
             "notes": notes,
