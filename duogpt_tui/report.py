@@ -43,6 +43,9 @@ PPL_LABELS = {
 """Headline rows of the perplexity table, by event label."""
 
 LAYER_TYPE_ORDER = ("q", "k", "v", "o", "gate", "up", "down")
+
+SHORT_MODE_NAMES = {"weight": "W-sparse", "act": "X-sparse", "dual": "dual (spMspV)"}
+"""Column names of the decode-bound tables, narrow enough for an 80-column terminal."""
 """Layer types in a LLaMA block's execution order (others follow alphabetically)."""
 
 
@@ -502,30 +505,32 @@ def _decode_speedup(view: RunView) -> str:
     lines = ["## Estimated decode speedup bounds", ""]
     lines.append(
         "One decode step (batch 1, one token) of the pruned linear layers, summed per layer type: "
-        "bytes moved and FLOPs of a dense GEMV, of a weight-sparse kernel (nonzero weights "
-        "only), of an activation-sparse kernel (skips the weight columns whose input is zero) "
-        "and of a dual-sparse spMspV kernel (both). In brackets: the speedup bound, dense cost "
-        "divided by the mode's cost."
+        "bytes moved and FLOPs of a dense GEMV, of a weight-sparse kernel (W-sparse: nonzero "
+        "weights only), of an activation-sparse kernel (X-sparse: skips the weight columns "
+        "whose input is zero) "
+        "and of a dual-sparse spMspV kernel (both), in the unit each table names. In "
+        "brackets: the speedup bound, dense cost divided by the mode's cost."
     )
     for measure, unit in (("bytes", "B"), ("flops", "FLOP")):
-        header = ("layer type", "layers", "dense", *(speedup.MODE_NAMES[m] for m in modes))
+        header = ("layer type", "layers", "dense", *(SHORT_MODE_NAMES[m] for m in modes))
+        totals = {name: speedup.total(costs) for name, costs in groups}
+        factor, prefix = _si_prefix(totals["all"][f"dense_{measure}"])
         rows = []
         for name, costs in groups:
-            cost = speedup.total(costs)
-            ratio = speedup.speedups(cost)
+            cost, ratio = totals[name], speedup.speedups(totals[name])
             rows.append(
                 (
                     "**all linear layers**" if name == "all" else f"`{name}`",
                     str(len(costs)),
-                    _si(cost[f"dense_{measure}"], unit),
+                    f"{cost[f'dense_{measure}'] / factor:.3g}",
                     *(
-                        f"{_si(cost[f'{m}_{measure}'], unit)} ({_ratio(ratio[m][measure])})"
+                        f"{cost[f'{m}_{measure}'] / factor:.3g} ({_ratio(ratio[m][measure])})"
                         for m in modes
                     ),
                 )
             )
         title = "Bytes moved" if measure == "bytes" else "FLOPs"
-        lines += ["", f"**{title}**", ""]
+        lines += ["", f"**{title}, in {prefix}{unit}**", ""]
         lines += _table(header, rows, align="l" + "r" * (len(header) - 1))
     lines.append("")
     lines.append(
@@ -543,10 +548,16 @@ def _decode_speedup(view: RunView) -> str:
 
 def _si(value: float, unit: str) -> str:
     """A quantity with an SI prefix and 3 significant digits: ``8192`` -> ``8.19 kB``."""
+    factor, prefix = _si_prefix(value)
+    return f"{value / factor:.3g} {prefix}{unit}"
+
+
+def _si_prefix(value: float) -> tuple[float, str]:
+    """The SI factor and prefix that write ``value`` with 1 to 3 digits before the point."""
     for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
+            return factor, prefix
+    return 1.0, ""
 
 
 def _ratio(value: float) -> str:

@@ -188,8 +188,8 @@ def test_decode_costs_carry_si_units() -> None:
     ]
     text = render_markdown(scripted.finished_run())
     section = text.split("## Estimated decode speedup bounds")[1].split("\n## ")[0]
-    assert "**Bytes moved**" in section and "**FLOPs**" in section
-    assert "MFLOP" not in section and "kFLOP (4.00x)" in section
+    assert "**FLOPs, in kFLOP**" in section and "**Bytes moved, in kB**" in section
+    assert "MFLOP" not in section and "| 8.19 (4.00x) |" in section
 
 
 def test_report_shows_the_layout_discovery_found() -> None:

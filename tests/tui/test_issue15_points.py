@@ -100,13 +100,14 @@ async def test_the_report_of_another_run_starts_at_its_top(
         assert view.scroll_y == 0
 
 
+@pytest.mark.parametrize("size", [LARGE, SIZE], ids=["160x48", "80x24"])
 async def test_the_speedup_tables_do_not_wrap_and_carry_si_units(
-    make_app: Callable[..., DuoGPTApp],
+    make_app: Callable[..., DuoGPTApp], size: tuple[int, int]
 ) -> None:
-    """At 160x48 each row of the decode speed-up tables is one line: the value and its ratio
-    together, in kB and kFLOP (no MFLOP fractions)."""
+    """At 160x48 and at 80x24 each row of the decode speed-up tables is one line: the value and
+    its ratio together, in the kB and kFLOP each table names (no MFLOP fractions)."""
     app = make_app()
-    async with app.run_test(size=LARGE) as pilot:
+    async with app.run_test(size=size) as pilot:
         show_scripted(app, scripted.finished_run())
         await pilot.press("f4")
         screen = app.screen
@@ -120,7 +121,8 @@ async def test_the_speedup_tables_do_not_wrap_and_carry_si_units(
         assert len(rows) == 6, section  # 3 rows in each of the two tables, none wrapped
         assert all(line.count("x)") == 3 for line in rows), rows
         assert all(line.rstrip().endswith("x)") for line in rows)
-        assert any("kFLOP (4.00x)" in line for line in rows)
+        assert any(line.rstrip().endswith("8.19 (4.00x)") for line in rows), rows
+        assert any("FLOPs, in kFLOP" in line for line in section), section
         assert not any("MFLOP" in line or "0.00" in line.split("(")[0] for line in section)
 
 
