@@ -188,7 +188,8 @@ def test_two_ranks_prune_like_one_process(
             json.loads((d / "model" / "activation_sparsity.json").read_text())
             for d in (one_dir, two_dir)
         ]
-        assert saved[1]["thresholds"] == pytest.approx(saved[0]["thresholds"], rel=1e-6)
+        # the same tolerance as the weights: the ranks' streams differ in summation order only
+        assert saved[1]["thresholds"] == pytest.approx(saved[0]["thresholds"], rel=1e-4)
 
 
 def test_two_rank_checkpoints_hold_every_batch_and_resume_with_any_rank_count(
