@@ -4,11 +4,22 @@
   take ``fresh_tiny_model`` for a private copy (it costs a few milliseconds).
 * ``default_model`` (session): the real SmolLM2-135M (``smollm2-135m``), from the user's cache
   (the first use converts the GGUF, ~20 s). Tests that use it are marked ``slow`` automatically.
+
+Without CUDA, ``TRITON_INTERPRET=1`` is set here, before any test module is collected: Triton
+fixes its mode when it is first imported, and the import-hygiene test (or any module that
+imports :mod:`solver.kernels.triton_gemv`) may import it before the Triton tests are collected,
+which would leave them skipped (tests/solver/test_triton_kernels.py).
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
+
+if not torch.cuda.is_available():  # the Triton kernels run under Triton's interpreter on CPU
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from solver.io.models import LoadedModel, load_model, tiny_random_model
 
