@@ -210,12 +210,19 @@ def config_key(config: dict[str, Any]) -> str:
     from solver.config import RunConfig
 
     fields = RunConfig.from_dict({**config, **NO_FILES}).to_dict()
+    for name, default in LATER_FIELDS.items():  # keep the keys of runs cached before them
+        if fields.get(name) == default:
+            fields.pop(name)
     if fields.get("eval_seqlen") == fields.get("seqlen"):
         fields["eval_seqlen"] = 0
     fields["threads"] = os.environ.get(THREADS_ENV, "")
     fields["protocol"] = PROTOCOL_VERSION
     return json.dumps(fields, sort_keys=True)
 
+
+LATER_FIELDS = {"residual_source": "dense"}
+"""RunConfig fields added after results were cached, left out of a key at their default (which
+reproduces what the runs before them did), so that those cached runs stay valid."""
 
 PROTOCOL_VERSION = 2
 """Part of every cache key: raised when the texts or the evaluation change under the same

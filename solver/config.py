@@ -30,6 +30,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 DAMPING_RULES = ("mean", "median", "channel")
 MASK_SCOPES = ("block", "row")
 ALPHA_SELECTIONS = ("fixed", "heldout")
+RESIDUAL_SOURCES = ("dense", "local")
+"""What DuoGPT's residual target is (:mod:`solver.run.layers`)."""
 EVAL_PLACEMENTS = ("spread", "first")
 OFFLOAD_MODES = ("none", "cpu", "disk", "auto")
 """Where the weights wait while one decoder block is on the device (:mod:`solver.run.offload`)."""
@@ -249,6 +251,15 @@ class RunConfig:
         "solver",
         choices=ALPHA_SELECTIONS,
         noun="alpha selection",
+    )
+    residual_source: str = option(
+        "dense",
+        "What DuoGPT's residual corrects: dense (the dense model's input X~: activation "
+        "sparsity and every upstream pruning error, ALGORITHM.md section 3) or local (only this "
+        "layer's own activation sparsity: the compressed stream's input before its top-k).",
+        "solver",
+        choices=RESIDUAL_SOURCES,
+        noun="residual source",
     )
     damping: float = option(
         0.01,

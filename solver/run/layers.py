@@ -91,8 +91,11 @@ def prune_group(
         x_active = None
         if not run.sparse_calibration and config.act_sparsity > 0:
             x_active = run.sparsify(x_raw, head)
-        collected.add(x_sparse, x_dense, x_active)
-        del x_raw, x_dense, x_sparse, x_active
+        # the residual's target: the dense model's input, or (local) this layer's own input
+        # before its activation sparsity, so that only the top-k's loss is corrected
+        x_target = x_raw if config.residual_source == "local" else x_dense
+        collected.add(x_sparse, x_target, x_active)
+        del x_raw, x_dense, x_sparse, x_active, x_target
     owners: dict[str, int] = {}
     if run.dist is not None:  # data parallel: the sums of every rank, onto the layers' owners
         run.dist.cancelled(run.cancel, run.device)
