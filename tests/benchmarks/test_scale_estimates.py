@@ -1,0 +1,30 @@
+"""The on-paper estimates for 7B, 13B and 70B models (issue 14 item 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks import scale_estimates as se
+
+
+def test_the_table_has_every_model_on_1_and_4_gpus(tmp_path: Path) -> None:
+    out = tmp_path / "scale.md"
+    assert se.main(["--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| LLaMA")]
+    assert [row.split("|")[1:3] for row in rows] == [
+        [f" {m.name} ", f" {n} "] for m in se.MODELS for n in (1, 4)
+    ]
+    assert "does not fit" in rows[4]  # 70B in bfloat16 is 138 GB: no room on one H200 beside it
+
+
+def test_four_ranks_are_faster_but_not_four_times() -> None:
+    for model in se.MODELS:
+        one = sum(se.block_seconds(model, 128 * 2048, 1, 0.25).values())
+        four = sum(se.block_seconds(model, 128 * 2048, 4, 0.25).values())
+        assert one / 4 < four < one  # the solves of the o and down groups do not split
+
+
+def test_offload_keeps_one_block_on_the_device() -> None:
+    none, cpu, host = se.memory_gb(se.MODELS[2], 1)
+    assert cpu < 0.2 * none
+    assert host > 138  # the bfloat16 weights wait in host memory

@@ -1,0 +1,90 @@
+"""``--residual-source``: DuoGPT's residual target is the dense model's input or the layer's own.
+
+``dense`` (the paper, ALGORITHM.md §3) fits ``W' X^`` to ``W X~``: the dense model's output, so
+the residual carries this layer's activation sparsity *and* every upstream pruning error.
+``local`` fits it to ``W X_raw``, the compressed stream's input before this layer's top-k, so
+only the top-k's loss is corrected.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from duogpt_tui.runner import stream
+from solver.config import RunConfig
+from solver.events import Finished, PerplexityMeasured
+from solver.math.stats import LayerStats
+
+TINY = RunConfig(
+    model="tiny-random",
+    calib="sotu",
+    eval="moby-dick",
+    nsamples=4,
+    seqlen=32,
+    eval_windows=2,
+    batch_size=2,
+    save_model=False,
+    checkpoints=False,
+)
+
+
+def pruned_ppl(config: RunConfig) -> float:
+    """The pruned perplexity of one finished run."""
+    events = list(stream(config))
+    assert isinstance(events[-1], Finished), events[-1]
+    return next(e.ppl for e in events if isinstance(e, PerplexityMeasured) and e.label == "pruned")
+
+
+def pairs(config: RunConfig, monkeypatch: pytest.MonkeyPatch) -> list[tuple[torch.Tensor, ...]]:
+    """Every ``(X^, residual target)`` batch the statistics receive in one run."""
+    seen: list[tuple[torch.Tensor, ...]] = []
+    original = LayerStats.add
+
+    def spy(
+        self: LayerStats,
+        x_sparse: torch.Tensor,
+        x_dense: torch.Tensor | None = None,
+        **kwargs: object,
+    ) -> None:
+        if x_dense is not None:
+            seen.append((x_sparse.detach().clone(), x_dense.detach().clone()))
+        original(self, x_sparse, x_dense, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LayerStats, "add", spy)
+    assert isinstance(list(stream(config))[-1], Finished)
+    monkeypatch.undo()
+    return seen
+
+
+def test_local_target_is_the_layer_input_before_its_top_k(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = TINY.replace(act_sparsity=0.5, eval_windows=0)
+    local = pairs(config.replace(residual_source="local"), monkeypatch)
+    assert local
+    for x_sparse, target in local:  # X^ is the top-k of the target: equal where it is kept
+        kept = x_sparse != 0
+        assert torch.equal(x_sparse[kept], target[kept])
+        assert (target != 0).sum() > kept.sum()
+    # the paper's target differs from it beyond the top-k once upstream layers are pruned
+    dense = pairs(config, monkeypatch)
+    assert len(dense) == len(local)
+    assert any(not torch.equal(xs[xs != 0], xd[xs != 0]) for xs, xd in dense)
+
+
+def test_local_residual_without_activation_sparsity_is_sparsegpt() -> None:
+    """No top-k, no residual: DuoGPT with a local target reduces to SparseGPT (T2's analogue)."""
+    base = TINY.replace(act_sparsity=0.0)
+    local = pruned_ppl(base.replace(method="duogpt", residual_source="local"))
+    sparsegpt = pruned_ppl(base.replace(method="sparsegpt"))
+    paper = pruned_ppl(base.replace(method="duogpt"))
+    assert local == pytest.approx(sparsegpt, rel=1e-5)
+    assert paper != pytest.approx(sparsegpt, rel=1e-5)  # the dense target still corrects
+
+
+def test_an_unknown_residual_source_is_one_line() -> None:
+    from solver.errors import InputError
+
+    with pytest.raises(InputError, match="unknown residual source 'x'"):
+        TINY.replace(residual_source="x").validate()
