@@ -348,7 +348,7 @@ def prune_obc(
 
     device = weight.device
     dtype = torch.float64 if torch.float64 in (weight.dtype, H.dtype) else torch.float32
-    with _exact_float32():
+    with _exact_float32(), fewer_threads(weight.numel(), SMALL_SOLVE, weight.device):
         W = weight.detach().to(device=device, dtype=dtype, copy=True)
         Hw = H.detach().to(device=device, dtype=dtype, copy=True)
         if not bool(torch.isfinite(Hw).all()):
@@ -470,27 +470,9 @@ def _sweep(
                 mask[:, i1:i2] = smallest_mask(scores, prune_count(scores.numel(), sparsity))
         neg_scale = _neg_scale(mask[:, i1:i2], diag_u[i1:i2])  # (n, B): -mask / U_pp
 
-        for j in range(b):
-            p = i1 + j
-            grp = decide_at.get(p)
-            if grp is not None:
-                pos = group_pos[grp]
-                cur = _current_columns(W, W1, lazy, U, Dm, pos, i1, i2, j)  # (n, m)
-                s = _scores(cur, diag_u[pos], None if extra is None else extra[pos])
-                if forced is not None:
-                    s.masked_fill_(forced[pos].reshape(1, -1), -math.inf)
-                chosen = torch.zeros_like(s, dtype=torch.bool)
-                chosen.scatter_(1, torch.topk(s, n_zero, dim=1, largest=False).indices, True)
-                mask[:, pos] = chosen
-                neg_scale = _neg_scale(mask[:, i1:i2], diag_u[i1:i2])
-            w = W1[:, j]  # (n,) current column (a view)
-            torch.mul(w, neg_scale[:, j], out=lazy[:, j, 0])  # -e = -(w - q) / U_pp
-            if channels == 2:
-                lazy[:, j, 1].copy_(w)
-            # W1[:, j:] += -e (outer) U[p, p:i2] + w (outer) Dm[p, p:i2]  (leaves q in column j)
-            W1[:, j:].addmm_(lazy[:, j, :], rows[j, :, j:])
-            if channels == 2 and lazy_pruned:
-                lazy[:, j, 1].masked_fill_(mask[:, p], 0)  # the lazy update carries q
+        with fewer_threads(n * b * channels, SMALL_COLUMN_WORK, W.device):
+            _columns(W, W1, lazy, rows, mask, neg_scale, U, Dm, extra, forced, i1, i2,
+                     group_pos, decide_at, n_zero, lazy_pruned)  # fmt: skip
         W1.masked_fill_(mask[:, i1:i2], 0)  # exact zeros (the update leaves ~1e-8 there)
 
         W[:, i1:i2] = W1
@@ -498,6 +480,83 @@ def _sweep(
             later = _stacked_rows(U, Dm, i1, i2, i2, k).reshape(b * channels, k - i2)
             W[:, i2:].addmm_(lazy.reshape(n, b * channels), later)
     return mask
+
+
+SMALL_COLUMN_WORK = 1 << 20
+"""Below this many elements per column update (``n x B x C``), the column loop of a CPU solve
+runs on one thread (:func:`fewer_threads`)."""
+
+SMALL_SOLVE = 1 << 22
+"""Below this many weights (``n x k``: every layer of SmolLM2-135M, Qwen2.5-0.5B's attention),
+a whole CPU solve runs on one thread: each of its kernels is small."""
+
+
+@contextmanager
+def fewer_threads(elements: int, limit: int, device: torch.device) -> Iterator[None]:
+    """One torch thread for work of fewer than ``limit`` elements on the CPU, then the thread
+    count back (issue 14, "threads under load").
+
+    A solve is a long sequence of small kernels (three per column on ``n x B`` values, plus the
+    small factorisations of small layers). Each takes microseconds, and with several threads
+    much of that is spent at OpenMP barriers; when other work keeps the cores busy a barrier
+    waits for a whole scheduler slice (a 576x576 solve took 0.4-15 s with 2 threads on a loaded
+    2-core machine, 0.05 s with 1). So a small layer's whole solve (:data:`SMALL_SOLVE`) and a
+    large layer's column loop (:data:`SMALL_COLUMN_WORK`) run on one thread, while a large
+    layer's lazy updates and factorisations, and the statistics, keep every thread.
+    """
+    before = torch.get_num_threads()
+    if device.type != "cpu" or elements >= limit or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _columns(
+    W: Tensor,
+    W1: Tensor,
+    lazy: Tensor,
+    rows: Tensor,
+    mask: Tensor,
+    neg_scale: Tensor,
+    U: Tensor,
+    Dm: Tensor | None,
+    extra: Tensor | None,
+    forced: Tensor | None,
+    i1: int,
+    i2: int,
+    group_pos: Tensor,
+    decide_at: dict[int, int],
+    n_zero: int,
+    lazy_pruned: bool,
+) -> None:
+    """The column loop of one block of :func:`_sweep` (in place on ``W1``, ``lazy``, ``mask``)."""
+    diag_u = torch.diagonal(U)
+    channels = lazy.shape[2]
+    for j in range(i2 - i1):
+        p = i1 + j
+        grp = decide_at.get(p)
+        if grp is not None:
+            pos = group_pos[grp]
+            cur = _current_columns(W, W1, lazy, U, Dm, pos, i1, i2, j)  # (n, m)
+            s = _scores(cur, diag_u[pos], None if extra is None else extra[pos])
+            if forced is not None:
+                s.masked_fill_(forced[pos].reshape(1, -1), -math.inf)
+            chosen = torch.zeros_like(s, dtype=torch.bool)
+            chosen.scatter_(1, torch.topk(s, n_zero, dim=1, largest=False).indices, True)
+            mask[:, pos] = chosen
+            neg_scale = _neg_scale(mask[:, i1:i2], diag_u[i1:i2])
+        w = W1[:, j]  # (n,) current column (a view)
+        torch.mul(w, neg_scale[:, j], out=lazy[:, j, 0])  # -e = -(w - q) / U_pp
+        if channels == 2:
+            lazy[:, j, 1].copy_(w)
+        # W1[:, j:] += -e (outer) U[p, p:i2] + w (outer) Dm[p, p:i2]  (leaves q in column j)
+        W1[:, j:].addmm_(lazy[:, j, :], rows[j, :, j:])
+        if channels == 2 and lazy_pruned:
+            lazy[:, j, 1].masked_fill_(mask[:, p], 0)  # the lazy update carries q
 
 
 def _stacked_rows(U: Tensor, Dm: Tensor | None, r1: int, r2: int, c1: int, c2: int) -> Tensor:

@@ -567,3 +567,48 @@ def test_residual_damping_is_a_ridge_on_the_residual_update() -> None:
     assert not torch.allclose(solved[0.1].weight, plain.weight)
     limit = solved[1e9].weight
     assert float((solved[1e6].weight - limit).norm()) < 1e-3 * float((plain.weight - limit).norm())
+
+
+def test_small_work_runs_on_one_thread_and_restores_the_count() -> None:
+    from solver.math.obc import SMALL_COLUMN_WORK, fewer_threads
+
+    cpu = torch.device("cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with fewer_threads(SMALL_COLUMN_WORK - 1, SMALL_COLUMN_WORK, cpu):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with fewer_threads(SMALL_COLUMN_WORK, SMALL_COLUMN_WORK, cpu):  # large: every thread
+            assert torch.get_num_threads() == 2
+        with fewer_threads(1, SMALL_COLUMN_WORK, torch.device("meta")):  # not the CPU
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), fewer_threads(1, SMALL_COLUMN_WORK, cpu):
+            raise RuntimeError("a failed solve")
+        assert torch.get_num_threads() == 2  # restored on the way out of an error too
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_small_layer_is_solved_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from solver.math import obc
+
+    seen: list[int] = []
+    original = obc._sweep
+
+    def spy(*args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(obc, "_sweep", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(256, 32, dtype=torch.float64)
+        w = torch.randn(16, 32, dtype=torch.float64)
+        prune_obc(w, x.T @ x / 256)
+        monkeypatch.setattr(obc, "SMALL_SOLVE", 0)  # the old behaviour: every thread
+        prune_obc(w, x.T @ x / 256)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2]
