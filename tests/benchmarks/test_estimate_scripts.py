@@ -1,4 +1,5 @@
-"""The on-paper estimates for 7B, 13B and 70B models (issue 14 item 5)."""
+"""The on-paper estimates for 7B, 13B and 70B models (issue 14 item 5) and the discovery-cost
+script's options (issue 11)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,10 @@ def test_offload_keeps_one_block_on_the_device() -> None:
     none, cpu, host = se.memory_gb(se.MODELS[2], 1)
     assert cpu < 0.2 * none
     assert host > 138  # the bfloat16 weights wait in host memory
+
+
+def test_discovery_cost_refuses_bad_options() -> None:
+    from benchmarks import discovery_cost
+
+    assert discovery_cost.main(["--repeats", "0"]) == 2
+    assert discovery_cost.main(["--run-seconds", "-1"]) == 2
