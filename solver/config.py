@@ -262,11 +262,12 @@ class RunConfig:
         noun="residual source",
     )
     damping: float = option(
-        0.01,
-        "Relative Hessian damping.",
+        0.3,
+        "Relative Hessian damping (0.3 of each channel's own H_jj by default; SparseGPT's "
+        "published rule is --damping-rule mean --damping 0.01).",
         "solver",
         bounds=Bounds(0, 10, low_open=True),
-        form=FormField(10, "Damping", "relative Hessian damping, e.g. 0.01"),
+        form=FormField(10, "Damping", "relative Hessian damping, e.g. 0.3"),
     )
     residual_damping: float = option(
         1.0,
@@ -275,8 +276,9 @@ class RunConfig:
         bounds=Bounds(0, 1000),
     )
     damping_rule: str = option(
-        "mean",
-        "What --damping is relative to: {choices} of diag(H).",
+        "channel",
+        "What --damping is relative to: {choices} of diag(H) (channel: each input's own "
+        "H_jj, so that a few massive channels do not set every other channel's damping).",
         "solver",
         choices=DAMPING_RULES,
     )

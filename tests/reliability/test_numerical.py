@@ -84,11 +84,12 @@ def test_a_cholesky_failure_retries_with_more_damping(
         e for e in RunDir.open(real_cli.root / "run").events() if isinstance(e, ev.LayerSolved)
     ]
     assert (layers[0].block, layers[0].name) == (0, "self_attn.q_proj")
-    assert layers[0].damping == pytest.approx(0.1) and layers[0].retries == 1
-    assert all(e.damping == pytest.approx(0.01) and e.retries == 0 for e in layers[1:])
+    base = RunConfig().damping  # the default; a failure retries with ten times it
+    assert layers[0].damping == pytest.approx(10 * base) and layers[0].retries == 1
+    assert all(e.damping == pytest.approx(base) and e.retries == 0 for e in layers[1:])
     report = (real_cli.root / "run" / "report.md").read_text()
     row = next(line for line in report.splitlines() if "| `self_attn.q_proj` |" in line)
-    assert row.rstrip().endswith("| 0.1 | 1 |"), row
+    assert row.rstrip().endswith(f"| {10 * base:g} | 1 |"), row
 
 
 def test_a_cholesky_failure_at_any_damping_fails_naming_the_layer(
@@ -97,9 +98,10 @@ def test_a_cholesky_failure_at_any_damping_fails_naming_the_layer(
     monkeypatch.setattr(obc, "inverse_cholesky_upper", lambda H: None)
     result = real_cli("prune", *FAST, *NO_EVAL, "--out", "run")
     assert result.exit_code == 1
+    last = RunConfig().damping * 10**4  # the default after four tenfold retries
     assert one_error_line(result.stderr) == (
         "error: block 0 self_attn.q_proj: Cholesky factorisation failed for a 64x64 Hessian "
-        "even with damping 100; raise --damping or use more calibration samples"
+        f"even with damping {last:g}; raise --damping or use more calibration samples"
     )
     report = (real_cli.root / "run" / "report.md").read_text()
     assert "**Status: failed** at block 0 of 2 (run error): block 0 self_attn.q_proj:" in report

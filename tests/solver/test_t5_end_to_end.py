@@ -38,7 +38,6 @@ SETTINGS = RunConfig(
     eval_windows=16,
     seed=0,
     alpha=0.125,
-    damping=0.01,
     block_size=128,
     save_model=False,
     checkpoints=False,
