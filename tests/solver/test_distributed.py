@@ -40,12 +40,13 @@ import json, os, sys
 from pathlib import Path
 from solver.config import OPTION, RunConfig
 from duogpt_tui.runner import stream
-from solver.events import BlockFinished, to_json
+from solver.events import BlockStarted, to_json
 config = RunConfig.from_dict(json.loads(sys.argv[1]))
 out, mode = Path(sys.argv[2]), sys.argv[3]
 rank = int(os.environ["RANK"])
 
-class AfterFirstBlock:  # rank 0 cancels once block 0 is done; every rank sees the file
+class AfterFirstBlock:  # rank 0 cancels once block 1 starts (block 0's checkpoint is written
+    # then: a cancel seen on BlockFinished raced the ranks' gather of the streams for it)
     def is_set(self):
         return (out / "cancel").exists()
 
@@ -53,7 +54,7 @@ cancel = AfterFirstBlock()
 lines = []
 for event in stream(config, cancel, workdir=out, resume=mode == "resume"):  # rank 0 alone writes
     lines.append(to_json(event))
-    if mode == "cancel" and rank == 0 and isinstance(event, BlockFinished):
+    if mode == "cancel" and rank == 0 and isinstance(event, BlockStarted) and event.block == 1:
         (out / "cancel").touch()
 (out / f"events{rank}.jsonl").write_text("\\n".join(lines))
 """
@@ -95,7 +96,7 @@ def _free_port() -> int:
 
 def _two_ranks(config: RunConfig, out: Path, mode: str = "run") -> None:
     """Run ``config`` as 2 gloo ranks on CPU, each a fresh interpreter, both given ``out``
-    (only rank 0 writes there); ``mode``: ``run``, ``resume``, or ``cancel`` after block 0."""
+    (only rank 0 writes there); ``mode``: ``run``, ``resume``, or ``cancel`` once block 1 starts."""
     port = _free_port()
     procs = []
     for rank in range(2):
