@@ -15,18 +15,10 @@ from duogpt_tui.runner import stream
 from solver.config import RunConfig
 from solver.events import Finished, PerplexityMeasured
 from solver.math.stats import LayerStats
+from tests.solver.test_pipeline import TINY as PIPELINE_TINY
 
-TINY = RunConfig(
-    model="tiny-random",
-    calib="sotu",
-    eval="moby-dick",
-    nsamples=4,
-    seqlen=32,
-    eval_windows=2,
-    batch_size=2,
-    save_model=False,
-    checkpoints=False,
-)
+TINY = PIPELINE_TINY.replace(save_model=False, checkpoints=False)
+"""The pipeline tests' tiny-random run, keeping nothing on disk."""
 
 
 def pruned_ppl(config: RunConfig) -> float:
