@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
+from benchmarks.solver_speed import random_stats
 from solver.math import obc
-from solver.math.activations import topk_sparsify
 from solver.math.stats import LayerStats
 
 SHAPES = ((576, 576), (1536, 576), (576, 1536), (2048, 2048))
@@ -60,17 +60,6 @@ def load(processes: int) -> Iterator[None]:
             worker.join()
 
 
-def stats_for(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, LayerStats]:
-    """A random weight and statistics of 2048 tokens (50% top-k sparse inputs)."""
-    gen = torch.Generator().manual_seed(seed)
-    weight = torch.randn(n, k, generator=gen)
-    dense = torch.randn(2048, k, generator=gen)
-    sparse = topk_sparsify(dense + 0.1 * torch.randn(2048, k, generator=gen), 0.5)
-    stats = LayerStats.empty(k)
-    stats.add(sparse, dense)
-    return weight, stats
-
-
 def time_solve(weight: torch.Tensor, stats: LayerStats, repeats: int) -> float:
     """Median seconds of a DuoGPT solve (alpha 0.125, row masks)."""
     times = []
@@ -88,7 +77,8 @@ def solve_rows(loads: list[int], repeats: int) -> list[str]:
     """One table row per shape and load: the solve with the rule off and on."""
     rows = []
     for n, k in SHAPES:
-        weight, stats = stats_for(n, k)
+        weight = torch.randn(n, k, generator=torch.Generator().manual_seed(0))
+        stats = random_stats(k)
         for procs in loads:
             with load(procs):
                 timed = {}
@@ -145,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"torch threads {args.threads}; {os.cpu_count()} CPUs; loaded rows: {args.load} busy "
         "processes beside the solve; load average (1 min) read after each row. DuoGPT solve "
-        "(alpha 0.125, row masks), random statistics of 2048 tokens, median of "
+        "(alpha 0.125, row masks), random statistics of 2048 tokens (benchmarks/solver_speed.py), "
+        "median of "
         f"{args.repeats} after a warm-up. `off`: every kernel on every thread; `on`: the "
         "whole solve on one thread below SMALL_SOLVE weights, the column loop below "
         "SMALL_COLUMN_WORK elements.",

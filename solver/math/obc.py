@@ -471,8 +471,27 @@ def _sweep(
         neg_scale = _neg_scale(mask[:, i1:i2], diag_u[i1:i2])  # (n, B): -mask / U_pp
 
         with fewer_threads(n * b * channels, SMALL_COLUMN_WORK, W.device):
-            _columns(W, W1, lazy, rows, mask, neg_scale, U, Dm, extra, forced, i1, i2,
-                     group_pos, decide_at, n_zero, lazy_pruned)  # fmt: skip
+            for j in range(b):
+                p = i1 + j
+                grp = decide_at.get(p)
+                if grp is not None:
+                    pos = group_pos[grp]
+                    cur = _current_columns(W, W1, lazy, U, Dm, pos, i1, i2, j)  # (n, m)
+                    s = _scores(cur, diag_u[pos], None if extra is None else extra[pos])
+                    if forced is not None:
+                        s.masked_fill_(forced[pos].reshape(1, -1), -math.inf)
+                    chosen = torch.zeros_like(s, dtype=torch.bool)
+                    chosen.scatter_(1, torch.topk(s, n_zero, dim=1, largest=False).indices, True)
+                    mask[:, pos] = chosen
+                    neg_scale = _neg_scale(mask[:, i1:i2], diag_u[i1:i2])
+                w = W1[:, j]  # (n,) current column (a view)
+                torch.mul(w, neg_scale[:, j], out=lazy[:, j, 0])  # -e = -(w - q) / U_pp
+                if channels == 2:
+                    lazy[:, j, 1].copy_(w)
+                # W1[:, j:] += -e (outer) U[p, p:i2] + w (outer) Dm[p, p:i2]  (leaves q in column j)
+                W1[:, j:].addmm_(lazy[:, j, :], rows[j, :, j:])
+                if channels == 2 and lazy_pruned:
+                    lazy[:, j, 1].masked_fill_(mask[:, p], 0)  # the lazy update carries q
         W1.masked_fill_(mask[:, i1:i2], 0)  # exact zeros (the update leaves ~1e-8 there)
 
         W[:, i1:i2] = W1
@@ -513,50 +532,6 @@ def fewer_threads(elements: int, limit: int, device: torch.device) -> Iterator[N
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _columns(
-    W: Tensor,
-    W1: Tensor,
-    lazy: Tensor,
-    rows: Tensor,
-    mask: Tensor,
-    neg_scale: Tensor,
-    U: Tensor,
-    Dm: Tensor | None,
-    extra: Tensor | None,
-    forced: Tensor | None,
-    i1: int,
-    i2: int,
-    group_pos: Tensor,
-    decide_at: dict[int, int],
-    n_zero: int,
-    lazy_pruned: bool,
-) -> None:
-    """The column loop of one block of :func:`_sweep` (in place on ``W1``, ``lazy``, ``mask``)."""
-    diag_u = torch.diagonal(U)
-    channels = lazy.shape[2]
-    for j in range(i2 - i1):
-        p = i1 + j
-        grp = decide_at.get(p)
-        if grp is not None:
-            pos = group_pos[grp]
-            cur = _current_columns(W, W1, lazy, U, Dm, pos, i1, i2, j)  # (n, m)
-            s = _scores(cur, diag_u[pos], None if extra is None else extra[pos])
-            if forced is not None:
-                s.masked_fill_(forced[pos].reshape(1, -1), -math.inf)
-            chosen = torch.zeros_like(s, dtype=torch.bool)
-            chosen.scatter_(1, torch.topk(s, n_zero, dim=1, largest=False).indices, True)
-            mask[:, pos] = chosen
-            neg_scale = _neg_scale(mask[:, i1:i2], diag_u[i1:i2])
-        w = W1[:, j]  # (n,) current column (a view)
-        torch.mul(w, neg_scale[:, j], out=lazy[:, j, 0])  # -e = -(w - q) / U_pp
-        if channels == 2:
-            lazy[:, j, 1].copy_(w)
-        # W1[:, j:] += -e (outer) U[p, p:i2] + w (outer) Dm[p, p:i2]  (leaves q in column j)
-        W1[:, j:].addmm_(lazy[:, j, :], rows[j, :, j:])
-        if channels == 2 and lazy_pruned:
-            lazy[:, j, 1].masked_fill_(mask[:, p], 0)  # the lazy update carries q
 
 
 def _stacked_rows(U: Tensor, Dm: Tensor | None, r1: int, r2: int, c1: int, c2: int) -> Tensor:

@@ -91,9 +91,10 @@ def prune_group(
         x_active = None
         if not run.sparse_calibration and config.act_sparsity > 0:
             x_active = run.sparsify(x_raw, head)
-        # the residual's target: the dense model's input, or (local) this layer's own input
+        # DuoGPT's residual target: the dense model's input, or (local) this layer's own input
         # before its activation sparsity, so that only the top-k's loss is corrected
-        x_target = x_raw if config.residual_source == "local" else x_dense
+        local = reads.mismatch and config.residual_source == "local"
+        x_target = x_raw if local else x_dense
         collected.add(x_sparse, x_target, x_active)
         del x_raw, x_dense, x_sparse, x_active, x_target
     owners: dict[str, int] = {}
