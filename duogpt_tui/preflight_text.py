@@ -72,36 +72,54 @@ def estimate_lines(config: RunConfig) -> EstimateLines:
         elsewhere = "--device cpu" if device.type == "cuda" else "a machine with more memory"
         if device.type == "cuda" and guess.offload == "none":
             elsewhere = f"--offload cpu, or {elsewhere}"
+        elif guess.offload != "disk" and guess.mode("disk").on(device.type) <= available:
+            elsewhere = f"--offload disk, or {elsewhere}"
         warnings.append(
             f"warning: this run needs about {needed} but only {estimate.megabytes(available)} "
             f"is available on {device}: use fewer --nsamples, a shorter --seqlen, a smaller "
             f"--batch-size, or {elsewhere}"
         )
-    if device.type == "cuda" and guess.offload == "cpu":
-        host = estimate.BASE_MEMORY_MB + guess.mode("cpu").host
-        free = system.available_memory_mb(None)
-        if free is not None and host > free:
-            warnings.append(
-                f"warning: with --offload cpu this run keeps about {estimate.megabytes(host)} "
-                f"in host memory but only {estimate.megabytes(free)} is available: use fewer "
-                "--nsamples, a shorter --seqlen, or a machine with more memory"
-            )
+    if device.type == "cuda" and guess.offload in ("cpu", "disk"):
+        warnings.extend(host_warning(guess, system.available_memory_mb(None)))
     thin = estimate.thin_calibration_for(config)
     if thin:
         warnings.append(f"warning: {thin}")
     return EstimateLines(line, tuple(warnings))
 
 
-def offload_text(guess: Estimate, kind: str) -> str:
-    """``offload none (none 402 MB, cpu 402 MB)``: the mode the run uses and each mode's memory.
+def host_warning(guess: Estimate, free: float | None) -> tuple[str, ...]:
+    """A warning when the host memory that ``--offload cpu`` or ``disk`` keeps (or needs to
+    load the model) exceeds ``free``; ``--offload disk`` is advised when it would fit."""
+    from solver.run import estimate
 
-    On CUDA each mode's peak on the device, and the host memory that ``cpu`` keeps; on the CPU
-    the device is the host, so both modes need about the same.
+    mode = guess.mode(guess.offload)
+    host = estimate.BASE_MEMORY_MB + max(mode.host, mode.loading)
+    if free is None or host <= free:
+        return ()
+    disk = guess.mode("disk")
+    disk_host = estimate.BASE_MEMORY_MB + max(disk.host, disk.loading)
+    advice = "--offload disk, " if guess.offload != "disk" and disk_host <= free else ""
+    return (
+        f"warning: with --offload {guess.offload} this run keeps about "
+        f"{estimate.megabytes(host)} in host memory but only {estimate.megabytes(free)} is "
+        f"available: use {advice}fewer --nsamples, a shorter --seqlen, or a machine with more "
+        "memory",
+    )
+
+
+def offload_text(guess: Estimate, kind: str) -> str:
+    """``offload none (none 402 MB, cpu 402 MB, disk 402 MB)``: the mode the run uses and each
+    mode's memory.
+
+    On CUDA each mode's peak on the device, and the host memory that ``cpu`` and ``disk`` keep
+    (``disk`` once the model is loaded: loading reads all of it); on the CPU the device is the
+    host, so ``none`` and ``cpu`` need about the same, and ``disk`` less when the blocks'
+    weights outweigh the calibration streams (never less than loading the model takes).
     """
     from solver.run import estimate
 
     chose = f", chosen by auto: {guess.reason}" if guess.reason else ""
-    none, cpu = guess.mode("none"), guess.mode("cpu")
+    none, cpu, disk = guess.mode("none"), guess.mode("cpu"), guess.mode("disk")
 
     def mb(value: float) -> str:
         return estimate.megabytes(round(value, 1))  # rounded as the estimate's own figure
@@ -109,8 +127,9 @@ def offload_text(guess: Estimate, kind: str) -> str:
     if kind == "cuda":
         each = (
             f"none {mb(none.device)} on {kind}; cpu {mb(cpu.device)} on {kind} + "
-            f"{mb(cpu.host)} of host memory"
+            f"{mb(cpu.host)} of host memory; disk {mb(disk.device)} on {kind} + "
+            f"{mb(disk.host)} of host memory once loaded"
         )
     else:
-        each = f"none {mb(none.on(kind))}, cpu {mb(cpu.on(kind))}"
+        each = f"none {mb(none.on(kind))}, cpu {mb(cpu.on(kind))}, disk {mb(disk.on(kind))}"
     return f"offload {guess.offload}{chose} ({each})"

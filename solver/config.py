@@ -313,8 +313,10 @@ class RunConfig:
         "none",
         "Block offload: {choices} (none: blocks and the calibration streams on the device, the "
         "whole model there to be evaluated; cpu: the weights and streams stay in host memory "
-        "and one block at a time moves to the device; disk: memory-mapped weights, not yet "
-        "available; auto: cpu when the device looks too small for none).",
+        "and one block at a time moves to the device; disk: as cpu, with the blocks' weights "
+        "memory-mapped from files in the run directory's offload/ folder instead of held in "
+        "host memory (loading still reads the whole model once); auto: cpu when the device "
+        "looks too small for none, never disk).",
         "machine",
         choices=OFFLOAD_MODES,
         noun="offload mode",

@@ -21,3 +21,6 @@ CHECKPOINTS_DIR = "checkpoints"
 
 CHECKPOINT_STATE = "state.json"
 """In :data:`CHECKPOINTS_DIR`: the last complete block (written last, so it marks a whole set)."""
+
+OFFLOAD_DIR = "offload"
+"""With ``--offload disk``: the blocks' memory-mapped weight files, removed when the run ends."""

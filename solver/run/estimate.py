@@ -27,7 +27,11 @@ evaluation tokens (4 bytes per float32 value):
   host holds the weights ``b P``, the streams ``2 b T_c h``, the cached inputs
   ``b T_c (3h + i)`` and one group's compressed inputs ``b T_c k``. Each block's weights cross
   the bus twice while pruning and twice per evaluation batch; the streams ``2 b T_c h`` per
-  pass (:data:`BUS_BYTES_PER_S`).
+  pass (:data:`BUS_BYTES_PER_S`). ``--offload disk`` has ``cpu``'s device figures; its host
+  holds, once the model is loaded, the weights outside the blocks and one block
+  ``b (P_o + P_b)`` instead of ``b P`` (the blocks are memory-mapped files, paged in as they
+  are read and dropped by the kernel when memory is short), and the same streams. Loading
+  reads the whole model into host memory once, whatever the mode: ``b P`` while loading.
 * **time**: ``6 P_l T_c`` (dense and compressed forward passes) + per layer ``4 k^2 T_c``
   (statistics) and ``2 n k^2 + 1.5 k^3`` (the OBC sweep and Cholesky) + ``2 P T_e`` per
   perplexity evaluation, divided by :data:`THROUGHPUT_FLOPS`, plus :data:`LAYER_OVERHEAD_S` per
@@ -124,18 +128,22 @@ class OffloadMemory:
     """The memory of a run with one offload mode, in MB (see the module text).
 
     Attributes:
-        mode: ``none`` or ``cpu``.
+        mode: ``none``, ``cpu`` or ``disk``.
         pruning: the device's peak while pruning a block.
         evaluation: the device's peak while evaluating.
         host: what the host holds besides :data:`BASE_MEMORY_MB` while the device works
-            (the weights, streams and cached inputs that wait there with ``cpu``; nothing
-            counted with ``none``, whose figures count everything on the device).
+            (the weights, streams and cached inputs that wait there with ``cpu``; with
+            ``disk`` the same without the blocks' weights but one block; nothing counted with
+            ``none``, whose figures count everything on the device).
+        loading: what the host holds besides :data:`BASE_MEMORY_MB` while the model loads
+            (its weights, in every mode).
     """
 
     mode: str
     pruning: DevicePeak
     evaluation: DevicePeak
     host: float = 0.0
+    loading: float = 0.0
 
     @property
     def device(self) -> float:
@@ -144,11 +152,13 @@ class OffloadMemory:
 
     def on(self, kind: str) -> float:
         """The peak a run on a ``kind`` device needs there (on the CPU, the device's weights are
-        the host's: nothing moves, and the host's share is the same memory)."""
+        the host's: nothing moves, and the host's share is the same memory; the load of the
+        whole model counts too, which only ``disk`` can stay below afterwards)."""
         if kind != "cpu" or not self.host:
             return self.device
         phases = (self.pruning, self.evaluation)
-        return BASE_MEMORY_MB + self.host + max(p.total - p.weights for p in phases)
+        working = self.host + max(p.total - p.weights for p in phases)
+        return BASE_MEMORY_MB + max(working, self.loading)
 
 
 @dataclass(frozen=True)
@@ -250,13 +260,13 @@ def estimate(
         )
     intermediate = intermediate or 4 * hidden
     n_params = n_params or layers * (4 * hidden * hidden + 3 * hidden * intermediate)
-    modes = offload_memory(config, n_params, hidden, layers, intermediate, vocab, kv_dim)
+    modes = offload_modes(config, n_params, hidden, layers, intermediate, vocab, kv_dim)
     mode, reason = choose_offload(config.offload, kind, modes[0].on(kind), available_mb)
     memory = next((m for m in modes if m.mode == mode), modes[0]).on(kind)
     weights_mb = n_params * DTYPE_BYTES.get(config.dtype, 4) / 2**20
     block = block_memory(config.nsamples, config.seqlen, config.batch_size, hidden, intermediate)
     seconds = _seconds(config, n_params, hidden, layers, intermediate, kind)
-    if mode == "cpu" and kind == "cuda":
+    if mode in ("cpu", "disk") and kind == "cuda":
         seconds += _bus_seconds(config, n_params, hidden, layers)
     detail = (
         f"{n_params / 1e6:.1f}M params in {config.dtype} {megabytes(weights_mb)}, {calib}, "
@@ -275,7 +285,23 @@ def offload_memory(
     vocab: int = 32000,
     kv_dim: int | None = None,
 ) -> tuple[OffloadMemory, OffloadMemory]:
-    """The memory of ``config`` with ``--offload none`` and with ``cpu`` (see the module text).
+    """``(none, cpu)`` of :func:`offload_modes`, for the callers that compare those two
+    (``benchmarks/scale_estimates.py``)."""
+    none, cpu, _ = offload_modes(config, n_params, hidden, layers, intermediate, vocab, kv_dim)
+    return none, cpu
+
+
+def offload_modes(
+    config: RunConfig,
+    n_params: int,
+    hidden: int,
+    layers: int,
+    intermediate: int,
+    vocab: int = 32000,
+    kv_dim: int | None = None,
+) -> tuple[OffloadMemory, OffloadMemory, OffloadMemory]:
+    """The memory of ``config`` with ``--offload none``, ``cpu`` and ``disk`` (see the module
+    text).
 
     Args:
         config: the run (calibration and evaluation sizes, batch size, dtype).
@@ -287,7 +313,7 @@ def offload_memory(
         kv_dim: key/value projection width (default ``h``).
 
     Returns:
-        ``(none, cpu)``.
+        ``(none, cpu, disk)``.
     """
     h, i, kv = hidden, intermediate, kv_dim or hidden
     k = max(h, i)
@@ -302,6 +328,7 @@ def offload_memory(
         "none",
         pruning=dataclasses.replace(everything, work=everything.work + block.forward),
         evaluation=everything,
+        loading=weights,
     )
     block_params = 2 * h * h + 2 * kv * h + 3 * h * i
     outside = max(n_params - layers * block_params, vocab * h)
@@ -319,8 +346,11 @@ def offload_memory(
             weights=(outside + block_params) * b * mb, inputs=0.0, work=logits + eval_forward
         ),
         host=weights + tokens * (2 * h + 3 * h + i + k) * b * mb,
+        loading=weights,
     )
-    return none, cpu
+    mapped = weights - min(weights, (outside + block_params) * b * mb)  # all blocks but one
+    disk = dataclasses.replace(cpu, mode="disk", host=cpu.host - mapped)
+    return none, cpu, disk
 
 
 def choose_offload(
@@ -336,7 +366,9 @@ def choose_offload(
 
     Returns:
         ``(mode, reason)``: ``mode`` itself unless it is ``auto``, and ``""`` then; for ``auto``
-        ``none`` or ``cpu`` and why.
+        ``none`` or ``cpu`` and why. ``auto`` never picks ``disk``: the device's free memory
+        decides ``auto``, and ``disk`` leaves the device's figures as ``cpu`` has them; it
+        spends time reading the blocks from disk to save host memory, which is the user's call.
     """
     if mode != "auto":
         return mode, ""

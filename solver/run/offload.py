@@ -17,9 +17,20 @@ a time, the rest elsewhere. A :class:`Placement` is the run's answer, used by th
   stay in host memory (pinned on CUDA) and each batch moves to the device for its forward
   pass or its statistics. Every block moves back in place, so the pruned weights land in the
   host model. The capture of block 0's inputs runs in host memory, as it does with ``none``.
-* ``disk`` (memory-mapped weights) is refused for now (:func:`check_mode`).
+* ``disk``: ``cpu``, and the decoder blocks' weights live in files memory-mapped from disk
+  (:class:`~solver.run.mapped.BlockFiles`, one file per block in ``<run directory>/offload/``,
+  or a temporary folder when the run has none) instead of anonymous host memory. Once the
+  model is loaded (and, on a resumed run, the checkpoint's pruned blocks restored) every block
+  is written out and mapped (:meth:`Placement.attach`); a pruned block is written to a fresh
+  file and mapped again; a block that visited the device for an evaluation is pointed back at
+  its mapping. Host memory holds the modules outside the blocks (copied, so that a mapping of
+  the model file made by the loader goes), the streams and the block in flight; on a CPU
+  device nothing moves and forward passes read the mapping. The folder goes when the run
+  ends, however it ends (:meth:`Placement.close`). Loading still reads the whole model into
+  host memory once: the saving starts after it.
 * ``auto``: ``cpu`` when the device is CUDA and the estimate for ``none`` exceeds its free
-  memory, else ``none`` (:func:`solver.run.estimate.choose_offload`).
+  memory, else ``none`` (:func:`solver.run.estimate.choose_offload`); never ``disk``, which
+  trades speed for host memory, a choice left to the user.
 
 Every weight that travels goes through :func:`move` and every batch that goes to the device
 through :func:`fetch`: one place each, which tests observe to account for the device's memory.
@@ -29,30 +40,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from solver.errors import InputError
+from solver.io import system
 from solver.run.capture import BlockCall, move_calls
+from solver.run.mapped import BlockFiles
 
 HOST = torch.device("cpu")
 """Where offloaded weights and streams wait."""
-
-
-def check_mode(mode: str) -> None:
-    """Refuse an offload mode that this version cannot run (the pre-flight and the run call it).
-
-    Raises:
-        InputError: ``disk``, with what works instead.
-    """
-    if mode == "disk":
-        raise InputError(
-            "--offload disk (memory-mapped weights) is not available yet: use --offload cpu, "
-            "which keeps the weights in host memory and one block at a time on the device"
-        )
 
 
 def move(
@@ -91,15 +91,17 @@ class Placement:
     """Where one run keeps its weights and streams (see the module text).
 
     Attributes:
-        mode: ``none`` or ``cpu`` (``auto`` resolved by
+        mode: ``none``, ``cpu`` or ``disk`` (``auto`` resolved by
             :func:`~solver.run.estimate.choose_offload`).
         device: the run device.
         reason: why ``auto`` chose ``mode`` (empty otherwise).
+        files: with ``disk``, the blocks' memory-mapped files once :meth:`attach` made them.
     """
 
     mode: str = "none"
     device: torch.device = HOST
     reason: str = ""
+    files: BlockFiles | None = field(default=None, repr=False)
 
     @property
     def offloads(self) -> bool:
@@ -158,14 +160,51 @@ class Placement:
             return {k: self._bring(v, memo) for k, v in value.items()}
         return value
 
+    def attach(
+        self, model: nn.Module, blocks: nn.ModuleList | Sequence[nn.Module], folder: Path | None
+    ) -> None:
+        """``disk``: write every block's weights to its file in ``folder`` (``None``: a
+        temporary folder) and map them; the other modes keep the weights where they are.
+
+        The modules outside the blocks get a copy of their tensors of their own: transformers
+        may have memory-mapped the whole model file for them and the blocks alike (a
+        safetensors folder loaded in its own dtype), and that mapping, with the blocks' old
+        pages in it, goes only when no tensor reads it any more. Call this once the blocks
+        hold the weights the run starts from (loaded, or restored from a checkpoint).
+        """
+        if self.mode != "disk":
+            return
+        self.close()
+        self.files = BlockFiles(folder)
+        self.files.map_all(blocks)
+        _copy_outside(model, blocks)
+        system.release_freed_memory()
+
+    def close(self) -> None:
+        """Remove the ``disk`` folder (the run ended); nothing to do in the other modes."""
+        if self.files is not None:
+            self.files.close()
+            self.files = None
+
     def block_in(self, block: nn.Module) -> None:
         """A block onto the device for its passes and solve."""
         move(block, self.device)
 
     def block_out(self, block: nn.Module) -> None:
-        """A block back into host memory (with ``none`` on a CPU run it never left)."""
+        """A block back into host memory (with ``none`` on a CPU run it never left); with
+        ``disk`` its pruned weights go to a fresh file, mapped in place of the old one."""
+        if self.files is not None:
+            self.files.map(block)
+            system.release_freed_memory()
         if self.offloads or self.device.type != "cpu":
-            move(block, HOST, back=True)
+            move(block, HOST, back=True)  # with disk: already there (kept for the accounting)
+
+    def _home(self, block: nn.Module) -> None:
+        """A block back from its part of an evaluation: to host memory, or (``disk``, weights
+        unchanged) pointed back at its mapping."""
+        if self.files is not None:
+            self.files.restore(block)
+        move(block, HOST, back=True)
 
     @contextmanager
     def evaluating(
@@ -173,8 +212,8 @@ class Placement:
     ) -> Iterator[None]:
         """The model ready for forward passes on the device, back in host memory afterwards.
 
-        ``none`` moves the whole model; ``cpu`` moves the modules outside the blocks and hooks
-        every block so that it is on the device only during its own forward.
+        ``none`` moves the whole model; ``cpu`` and ``disk`` move the modules outside the
+        blocks and hook every block so that it is on the device only during its own forward.
         """
         if not self.offloads:
             move(model, self.device)
@@ -192,8 +231,8 @@ class Placement:
             on_device[id(block)] = block
 
         def leave(block: nn.Module, _args: Any, _output: Any) -> None:
-            """Forward hook: the block back into host memory."""
-            move(block, HOST, back=True)
+            """Forward hook: the block back into host memory (or its mapping)."""
+            self._home(block)
             on_device.pop(id(block), None)
 
         handles = []
@@ -210,7 +249,7 @@ class Placement:
             for handle in handles:
                 handle.remove()
             for block in on_device.values():  # a forward pass that stopped inside it
-                move(block, HOST, back=True)
+                self._home(block)
             for module in outside:
                 move(module, HOST, back=True)
             for module in holders:
@@ -233,9 +272,40 @@ class Placement:
             f"block at a time moves to {device} for its passes and solve, and for its part of "
             f"each evaluation, with the embeddings and the LM head there while evaluating"
         )
+        if self.mode == "disk":
+            folder = self.files.folder if self.files is not None else "a scratch folder"
+            text = (
+                f"the blocks' weights are memory-mapped from files in {folder}; host memory "
+                f"holds the modules outside the blocks, the calibration streams{pinned} and the "
+                f"block in flight; one decoder block at a time moves to {device} for its passes "
+                f"and solve, and for its part of each evaluation"
+            )
+            if self.device.type == "cpu":
+                text += " (the device is the host: the forward passes read the mapping)"
+            return f"{chose or 'offload disk: '}{text}"
         if self.device.type == "cpu":
             text += " (the device is the host: this saves no memory here)"
         return f"{chose or 'offload cpu: '}{text}"
+
+
+def _copy_outside(model: nn.Module, blocks: nn.ModuleList | Sequence[nn.Module]) -> None:
+    """Give the tensors outside the decoder blocks memory of their own (a copy each; tied
+    tensors stay tied), so that nothing outside the blocks reads a mapping the loader made."""
+    outside, holders = _outside(model, blocks)
+    # original id -> (original, copy): a tensor held twice is copied once; the originals stay
+    # referenced until the end, so that no id is reused meanwhile
+    copies: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    with torch.no_grad():
+        for module, recurse in [(m, True) for m in outside] + [(m, False) for m in holders]:
+            for sub in module.modules() if recurse else [module]:
+                for param in sub.parameters(recurse=False):
+                    if id(param) not in copies:  # the parameter keeps its identity
+                        copies[id(param)] = (param, param)
+                        param.data = param.data.clone()
+                for name, buffer in sub.named_buffers(recurse=False):
+                    if id(buffer) not in copies:
+                        copies[id(buffer)] = (buffer, buffer.clone())
+                    setattr(sub, name, copies[id(buffer)][1])
 
 
 def _outside(

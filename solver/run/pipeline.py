@@ -29,8 +29,8 @@ from solver.config import RunConfig
 from solver.errors import InputError, RunError
 from solver.events import Event, Note, Progress, RunStarted, RunTotals
 from solver.io import checkpoint, system
-from solver.io.run_files import CHECKPOINTS_DIR
-from solver.run import blocks, distributed, estimate, offload
+from solver.io.run_files import CHECKPOINTS_DIR, OFFLOAD_DIR
+from solver.run import blocks, distributed, estimate
 from solver.run.adapters import ModelAdapter, find_adapter
 from solver.run.context import RunContext
 from solver.run.discovery import layer_weight
@@ -54,7 +54,6 @@ def preflight(config: RunConfig) -> None:
             a damaged model or text file: see :mod:`solver.io.inputs`).
     """
     config.validate()
-    offload.check_mode(config.offload)
     for check in INPUT_CHECKS:
         check.run(config)
     if config.tasks:
@@ -100,7 +99,6 @@ def run(
     context = RunContext(config, start=start)
     try:
         config.validate()
-        offload.check_mode(config.offload)
         context.device = system.resolve_device(config.device)
         context.cancel = cancel or NEVER
         context.dist, context.device = distributed.join(context.device, context.cancel)
@@ -164,6 +162,13 @@ class _Driver:
             raise InputError("resuming needs the run directory that holds the checkpoint")
 
     def events(self) -> Generator[Event, None, RunTotals]:
+        """The whole run (:meth:`work`); the ``--offload disk`` folder goes however it ends."""
+        try:
+            return (yield from self.work())
+        finally:
+            self.context.place.close()
+
+    def work(self) -> Generator[Event, None, RunTotals]:
         """The whole run: load, prune (fresh or resumed), evaluate, save; return its totals."""
         from solver.io.data import adds_bos, calibration_batch, eval_sample, held_out_cut, load_text
         from solver.io.models import load_model
@@ -285,6 +290,7 @@ class _Driver:
             host=system.host(context.device),
         )
         yield from self.layout_notes(adapter)
+        self.attach(model, adapter)
         if config.offload != "none":
             yield Note(t=context.t(), text=context.place.describe())
         prunes = context.method.prunes
@@ -318,6 +324,7 @@ class _Driver:
         for part, seconds in saved.timings.items():
             context.timings[part] = context.timings.get(part, 0.0) + seconds
         yield Note(t=context.t(), text=f"resumed from the checkpoint after block {saved.block}")
+        self.attach(model, adapter)  # after the restore: the pruned blocks' weights
         if self.config.offload != "none":
             yield Note(t=context.t(), text=context.place.describe())
         yield from blocks.prune(
@@ -347,6 +354,15 @@ class _Driver:
             )
             mode, reason = guess.offload or "none", guess.reason
         return Placement(mode, device, reason)
+
+    def attach(self, model: nn.Module, adapter: ModelAdapter) -> None:
+        """``--offload disk``: the blocks' weights into memory-mapped files, in the run
+        directory's ``offload/`` folder (a temporary folder without one, or on a rank that
+        does not write there)."""
+        folder = None
+        if self.workdir is not None and self.writes:
+            folder = Path(self.workdir) / OFFLOAD_DIR
+        self.context.place.attach(model, adapter.blocks(model), folder)
 
     def layout_notes(self, adapter: ModelAdapter) -> Iterator[Note]:
         """What discovery found: the family, the block list and the groups; what it left out."""
