@@ -42,7 +42,7 @@ def configurations(
     for setting, fields in SETTINGS:
         for method in METHODS:
             rows.append((setting, method, {**base, **fields, "method": method}))
-        if fields.get("act_sparsity", 0.5) > 0:  # at X0% it is SparseGPT itself
+        if fields.get("act_sparsity") != 0.0:  # at X0% it is SparseGPT itself
             label = "sparsegpt on sparse acts (duogpt alpha 0)"
             rows.append((setting, label, {**base, **fields, "method": "duogpt", "alpha": 0.0}))
     for setting, label, config in rows:
