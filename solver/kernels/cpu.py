@@ -4,35 +4,81 @@ At decode time every linear layer is a matrix-vector product (``solver/math/spee
 its bytes). Three ways to run it, all in float32:
 
 * **dense**: ``torch.mv`` (the reference).
-* **activation-sparse**: a channel-major copy ``W^T`` (``k x n``); only the rows of ``W^T``
-  (columns of ``W``) whose input ``x_j`` is non-zero are read, as contiguous streams.
-* **dual-sparse**: per input channel ``j``, a bitmap of its non-zero weights (one 16-bit word per
-  16 output rows) and the non-zero values packed in row order (the storage format that
-  ``speedup.py`` assumes). Only the active channels are read; with AVX-512 each 16-row word
-  becomes one unaligned load, one in-register ``vexpandps`` and one FMA. Without AVX-512 the
-  bits are walked one by one. Weight-only sparsity is the same kernel with a dense ``x``.
+* **activation-sparse** (:func:`act_gemv`): a channel-major copy ``W^T`` (``k x n``); only the
+  rows of ``W^T`` (columns of ``W``) whose input ``x_j`` is non-zero are read, as contiguous
+  streams.
+* **dual-sparse** (:func:`dual_gemv`): per input channel ``j``, a bitmap of its non-zero weights
+  (one 16-bit word per 16 output rows) and the non-zero values packed in row order (the storage
+  format that ``speedup.py`` assumes), read for the active channels only. Weight-only sparsity is
+  the same kernel with a dense ``x``. Where the bitmap decode costs more than the bytes it saves
+  (on this project's machine: every SmolLM2 layer), :func:`pack_dual` also keeps ``W^T`` with its
+  zeros and :func:`dual_gemv` runs the activation-sparse kernel on it instead (the dispatcher
+  below); both kernels add the same products in the same order, so the result is bit-identical
+  whichever runs.
 
-Both compiled kernels split the output rows into tiles of 256 (accumulated in a small local
-buffer) and spread the tiles over ``at::parallel_for``, so ``torch.set_num_threads`` sets their
-thread count (1 thread or many).
+Both compiled kernels split the output rows into tiles of 256 and spread the tiles over
+``at::parallel_for``, so ``torch.set_num_threads`` sets their thread count. With AVX-512 (F, BW,
+VL, VPOPCNTDQ; ``-march=native``) a tile's 256 accumulators stay in 16 zmm registers over every
+active channel (a template per tile height, 1..16 groups of 16 rows; partial groups are masked):
 
-Why a C++ extension (``torch.utils.cpp_extension``) and not numba, measured on this project's
-2-core AMD EPYC (Zen 4) VM, 1 thread, float32, shape 1536 x 576 at X50% / W50%: dense
-``torch.mv`` 67 us; C++ activation-sparse 35 us; numba (``parallel=True``, ``fastmath``)
-activation-sparse 266 us and dual-sparse 230 us, dominated by the parallel-region launch and the
-per-call argument unboxing. numba also cannot reach the AVX-512 expand instruction that makes the
-bitmap format cheap to decode, and a C++ extension adds no dependency (torch and g++ are already
-needed). The price is a one-off build (~30 s, cached under ``TORCH_EXTENSIONS_DIR``); a missing
-compiler or a failed build falls back to the torch reference path (:func:`backend` says
-``torch-fallback``, :func:`fallback_reason` why), never a traceback.
+* activation-sparse: per channel, 16 unaligned loads of its ``W^T`` segment and 16 FMAs; the
+  segment of the channel 4 places ahead is prefetched (DRAM-resident weights at decode time).
+* bitmap: per channel, the tile's 16 words are loaded at once, ``vpopcntd`` plus a 4-step
+  in-register prefix sum gives each group's start in the packed values, then per group one
+  unaligned load, one ``vexpandps`` masked by the word (read straight into a mask register) and
+  one FMA. No serial pointer chain, no accumulator round trip through memory.
 
-Measured (``benchmarks/decode_speed.py``, 1 thread, load ~4.5 on 2 shared cores): the
-activation-sparse kernel reaches 1.72x over dense at X50% for a SmolLM2 block (byte bound
-1.99x). The dual-sparse kernel is correct but *slower* than dense (0.63x at W50% + X50%, bound
-3.74x; weight-only ~0.32x whatever the density): with the layers resident in L2/L3 it is bound
-by the bitmap decode (one expand per 16 rows, plus the popcount chain that advances the value
-pointer), not by bytes. Unrolling four words per step did not help. Open: fp16/bf16 values
-(halving the bytes), a tile-major layout, or per-word value offsets.
+Without AVX-512 the same tiles run as plain loops (the bits walked one by one); the tests build
+that path too (``-mno-avx512f``).
+
+**Dispatcher** (:func:`choose_kernel`): :func:`pack_dual` (``kernel="auto"``, the default;
+``DUOGPT_DUAL_KERNEL=bitmap|act`` or the ``kernel`` argument force one) times both kernels once
+per layer shape, density (to 5%) and thread count, on a 50%-sparse input, best of 5 interleaved
+rounds (a few ms per new key), and keeps the faster. Both visit only the active channels, so the
+ratio barely depends on the input's density. The price of ``act`` is memory: ``W^T`` is kept
+beside the bitmap format.
+
+Measured on this project's 2-core AMD EPYC VM (AVX-512), 1 thread, float32, with the other
+benchmark processes paused (``results/decode-speed-*.txt``). Per SmolLM2 block (7 layers) at
+W50% + X50%, x over dense ``torch.mv`` (175 us), before -> after this version: activation-sparse
+1.74x -> 2.17x (byte bound 1.99x: the register tile also beats ``torch.mv`` at equal bytes,
+1.27-1.37x with a dense ``x``), weight-only 0.33x -> 1.26x (bound 1.88x), dual 0.65x -> 2.15x
+(bound 3.74x; the ``act`` kernel on the zero-filled ``W^T`` is chosen for every shape). Per shape
+at W50% + X50%, dual: 576x576 0.63x -> 2.45x, 192x576 0.59x -> 2.00x, 1536x576 0.67x -> 2.14x,
+576x1536 0.63x -> 2.00x; activation-only at X50% for ``k = 1536``: 1.54x -> 2.00x. End to end
+(``duogpt speed``, a default DuoGPT run): dense 27.1 tok/s, act-only 38.5 (1.42x), dual 38.3
+(1.41x); the decoder linears go from 27.2 to 12.7 ms a token (2.14x, streaming from DRAM), the
+rest is the dense ``lm_head`` (7.3 ms) and the top-k activation hooks (~4.3 ms).
+
+Tried and rejected (same conditions):
+
+* The bitmap kernel, made 2.5x faster than its first version (block W50% + X50%: 0.65x ->
+  1.65x; W70% + X50%: 1.88x), still loses to the activation-sparse kernel reading the zeros
+  (2.15x, 2.17x): per 16-row group it issues a word load, an unaligned value load (mostly a
+  cache-line split), an expand and an FMA where the dense stream issues one load and one FMA,
+  and with SmolLM2's layers in L2/L3 the saved bytes do not pay for that. End to end, where the
+  weights stream from DRAM, it gave 1.01x against 1.30x for ``act`` (the decode, not DRAM, is its
+  limit). Steps measured on the block at W50% + X50% (loaded machine, so compare within a row):
+  first version 0.62x; accumulators in registers, serial popcount pointer 1.01x;
+  ``vexpandloadu`` from memory instead of load + expand 1.03x; per-group offsets from scalar
+  popcounts 1.24-1.54x; the kept vector popcount prefix 1.74x; precomputed per-group ``uint8``
+  offsets in the format 1.04x (slower: one more byte stream per group). A masked load without
+  the expand (a wrong result, to bound the expand's cost) gave 1.53-1.62x, so the expand is
+  not the bottleneck; the per-group scalar work and loads are.
+* A dense 16-float chunk per non-empty (channel, 16-row group): at unstructured 50% sparsity
+  almost no group is empty (2^-16), so it is the dense layout.
+* fp16/bf16 values: not tried for float32 layers; a float32 value needs all its bits for the
+  1e-5 parity the tests ask for.
+* numba (first version): ``parallel=True``, ``fastmath`` activation-sparse 266 us and
+  dual-sparse 230 us against 35 us for C++ on 1536 x 576, dominated by the parallel-region
+  launch and the argument unboxing, and no access to ``vexpandps``. A C++ extension adds no
+  dependency (torch and g++ are already needed). The price is a one-off build (~30 s, cached
+  under ``TORCH_EXTENSIONS_DIR``); a missing compiler or a failed build falls back to the torch
+  reference path (:func:`backend` says ``torch-fallback``, :func:`fallback_reason` why), never a
+  traceback.
+
+With 2 threads (``--threads 0``) the figures are the same as with 1: the layers are too small
+for the second core to pay (``results/decode-speed-allthreads.txt``).
 """
 
 from __future__ import annotations
@@ -40,7 +86,9 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -55,14 +103,18 @@ GROUP_ROWS = 16
 _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <cstring>
 #include <vector>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512VPOPCNTDQ__)
+#define DUOGPT_AVX512 1
 #include <immintrin.h>
 #endif
 
 static constexpr int64_t TILE = 256;
 static constexpr int64_t GROUP = 16;
+static constexpr int64_t PF = 4;  // channels ahead that act_tile prefetches
 
 static std::vector<int32_t> active_channels(const float* x, int64_t k) {
   std::vector<int32_t> act;
@@ -71,6 +123,88 @@ static std::vector<int32_t> active_channels(const float* x, int64_t k) {
     if (x[j] != 0.f) act.push_back(static_cast<int32_t>(j));
   return act;
 }
+
+#if defined(DUOGPT_AVX512)
+// Lanes of group g (16 rows) that hold output rows of a tile of `rows` rows.
+static inline __mmask16 rows_mask(int64_t rows, int g) {
+  const int64_t left = rows - static_cast<int64_t>(g) * GROUP;
+  return left >= GROUP ? static_cast<__mmask16>(0xFFFF)
+                       : static_cast<__mmask16>((1u << left) - 1u);
+}
+
+// One tile of NG groups (16 NG output rows): the accumulators stay in NG zmm registers over
+// every active channel; each channel adds x_j times its contiguous W^T segment.
+template <int NG>
+static void act_tile(const float* w, int64_t n, const float* xp, const int32_t* act, int64_t m,
+                     float* out, int64_t rows) {
+  __m512 acc[NG];
+#pragma GCC unroll 16
+  for (int g = 0; g < NG; ++g) acc[g] = _mm512_setzero_ps();
+  const __mmask16 last = rows_mask(rows, NG - 1);
+  for (int64_t a = 0; a < m; ++a) {
+    const int64_t j = act[a];
+    const __m512 xv = _mm512_set1_ps(xp[j]);
+    const float* col = w + j * n;
+    if (a + PF < m) {
+      const char* next = reinterpret_cast<const char*>(w + static_cast<int64_t>(act[a + PF]) * n);
+#pragma GCC unroll 16
+      for (int g = 0; g < NG; ++g) _mm_prefetch(next + g * 64, _MM_HINT_T0);
+    }
+#pragma GCC unroll 16
+    for (int g = 0; g < NG; ++g) {
+      const __m512 wv = g == NG - 1 ? _mm512_maskz_loadu_ps(last, col + g * GROUP)
+                                    : _mm512_loadu_ps(col + g * GROUP);
+      acc[g] = _mm512_fmadd_ps(xv, wv, acc[g]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int g = 0; g < NG; ++g) _mm512_mask_storeu_ps(out + g * GROUP, rows_mask(rows, g), acc[g]);
+}
+
+// The same tile from the bitmap format: per channel, the tile's NG words are loaded at once,
+// their popcounts (vpopcntd) prefix-summed in a register give every group's start in the packed
+// values (no serial pointer chain), and each group is one unaligned load, one vexpandps with the
+// word as mask (read straight from memory) and one FMA.
+template <int NG>
+static void dual_tile(const uint16_t* mk, int64_t G, const float* vals, const int64_t* off_t,
+                      const float* xp, const int32_t* act, int64_t m, float* out, int64_t rows,
+                      int64_t g0) {
+  __m512 acc[NG];
+#pragma GCC unroll 16
+  for (int g = 0; g < NG; ++g) acc[g] = _mm512_setzero_ps();
+  const __mmask16 words_mask = static_cast<__mmask16>((1u << NG) - 1u);
+  const __m512i zero = _mm512_setzero_si512();
+  alignas(64) int32_t ends[16];
+  for (int64_t a = 0; a < m; ++a) {
+    const int64_t j = act[a];
+    const __m512 xv = _mm512_set1_ps(xp[j]);
+    const float* v = vals + off_t[j];
+    const uint16_t* words = mk + j * G + g0;
+    __m512i c = _mm512_popcnt_epi32(
+        _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(words_mask, words)));
+    c = _mm512_add_epi32(c, _mm512_alignr_epi32(c, zero, 15));
+    c = _mm512_add_epi32(c, _mm512_alignr_epi32(c, zero, 14));
+    c = _mm512_add_epi32(c, _mm512_alignr_epi32(c, zero, 12));
+    c = _mm512_add_epi32(c, _mm512_alignr_epi32(c, zero, 8));
+    _mm512_store_si512(ends, c);  // ends[g]: values of groups 0..g (inclusive prefix)
+#pragma GCC unroll 16
+    for (int g = 0; g < NG; ++g) {
+      __mmask16* word_at = reinterpret_cast<__mmask16*>(const_cast<uint16_t*>(words + g));
+      const __mmask16 word = _load_mask16(word_at);
+      const __m512 wv = _mm512_maskz_expand_ps(word, _mm512_loadu_ps(v + (g ? ends[g - 1] : 0)));
+      acc[g] = _mm512_fmadd_ps(xv, wv, acc[g]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int g = 0; g < NG; ++g) _mm512_mask_storeu_ps(out + g * GROUP, rows_mask(rows, g), acc[g]);
+}
+
+#define DUOGPT_CASES(CALL) \
+  switch (ng) {            \
+    CALL(1) CALL(2) CALL(3) CALL(4) CALL(5) CALL(6) CALL(7) CALL(8) \
+    CALL(9) CALL(10) CALL(11) CALL(12) CALL(13) CALL(14) CALL(15) CALL(16) \
+  }
+#endif
 
 // y (n) = sum over active j of x_j * wt[j, :], wt: (k, n) channel-major.
 torch::Tensor act_gemv(const torch::Tensor& wt, const torch::Tensor& x) {
@@ -83,9 +217,15 @@ torch::Tensor act_gemv(const torch::Tensor& wt, const torch::Tensor& x) {
   const int64_t m = static_cast<int64_t>(act.size());
   const int64_t tiles = (n + TILE - 1) / TILE;
   at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
-    alignas(64) float acc[TILE];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t r0 = t * TILE, rows = std::min(TILE, n - r0);
+#if defined(DUOGPT_AVX512)
+      const int ng = static_cast<int>((rows + GROUP - 1) / GROUP);
+#define DUOGPT_ACT(N) case N: act_tile<N>(w + r0, n, xp, act.data(), m, yp + r0, rows); break;
+      DUOGPT_CASES(DUOGPT_ACT)
+#undef DUOGPT_ACT
+#else
+      float acc[TILE];
       std::memset(acc, 0, sizeof(acc));
       for (int64_t a = 0; a < m; ++a) {
         const float xj = xp[act[a]];
@@ -93,6 +233,7 @@ torch::Tensor act_gemv(const torch::Tensor& wt, const torch::Tensor& x) {
         for (int64_t r = 0; r < rows; ++r) acc[r] += xj * col[r];
       }
       std::memcpy(yp + r0, acc, rows * sizeof(float));
+#endif
     }
   });
   return y;
@@ -114,27 +255,23 @@ torch::Tensor dual_gemv(const torch::Tensor& masks, const torch::Tensor& values,
   const int64_t m = static_cast<int64_t>(act.size());
   const int64_t tiles = offsets.size(0);
   at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
-    alignas(64) float acc[TILE];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t r0 = t * TILE, rows = std::min(TILE, n - r0);
       const int64_t g0 = r0 / GROUP, g1 = std::min(G, g0 + TILE / GROUP);
+#if defined(DUOGPT_AVX512)
+      const int ng = static_cast<int>(g1 - g0);
+#define DUOGPT_DUAL(N) \
+  case N: dual_tile<N>(mk, G, vals, off + t * k, xp, act.data(), m, yp + r0, rows, g0); break;
+      DUOGPT_CASES(DUOGPT_DUAL)
+#undef DUOGPT_DUAL
+#else
+      float acc[TILE];
       std::memset(acc, 0, sizeof(acc));
       for (int64_t a = 0; a < m; ++a) {
         const int64_t j = act[a];
         const float xj = xp[j];
         const float* v = vals + off[t * k + j];
         const uint16_t* words = mk + j * G;
-#if defined(__AVX512F__)
-        const __m512 xv = _mm512_set1_ps(xj);
-        for (int64_t g = g0; g < g1; ++g) {
-          const uint16_t word = words[g];
-          if (!word) continue;
-          const __m512 w = _mm512_maskz_expand_ps(word, _mm512_loadu_ps(v));
-          float* out = acc + (g - g0) * GROUP;
-          _mm512_storeu_ps(out, _mm512_fmadd_ps(xv, w, _mm512_loadu_ps(out)));
-          v += __builtin_popcount(word);
-        }
-#else
         for (int64_t g = g0; g < g1; ++g) {
           uint32_t word = words[g];
           float* out = acc + (g - g0) * GROUP;
@@ -143,17 +280,26 @@ torch::Tensor dual_gemv(const torch::Tensor& masks, const torch::Tensor& values,
             word &= word - 1;
           }
         }
-#endif
       }
       std::memcpy(yp + r0, acc, rows * sizeof(float));
+#endif
     }
   });
   return y;
 }
 
+bool has_avx512() {
+#if defined(DUOGPT_AVX512)
+  return true;
+#else
+  return false;
+#endif
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("act_gemv", &act_gemv, "activation-sparse GEMV");
   m.def("dual_gemv", &dual_gemv, "dual-sparse GEMV");
+  m.def("has_avx512", &has_avx512, "whether the AVX-512 paths were compiled");
 }
 """
 
@@ -171,17 +317,20 @@ def _extension() -> Any | None:
         return _state["module"]
 
 
-def _build() -> tuple[Any | None, str | None]:
+def _build(cflags: list[str] | None = None) -> tuple[Any | None, str | None]:
+    """Compile the kernels with ``cflags`` (default :data:`_CFLAGS`): the module, or None and
+    why not. The tests build once more with ``-mno-avx512f`` to check the portable loops."""
     if os.environ.get("DUOGPT_KERNELS") == "torch":
         return None, "DUOGPT_KERNELS=torch asks for the torch reference path"
-    digest = hashlib.sha1((_SOURCE + " ".join(_CFLAGS)).encode()).hexdigest()[:10]
+    flags = list(_CFLAGS if cflags is None else cflags)
+    digest = hashlib.sha1((_SOURCE + " ".join(flags)).encode()).hexdigest()[:10]
     try:
         from torch.utils.cpp_extension import load_inline
 
         module = load_inline(  # type: ignore[no-untyped-call]
             name=f"duogpt_gemv_{digest}",
             cpp_sources=[_SOURCE],
-            extra_cflags=_CFLAGS,
+            extra_cflags=flags,
             verbose=False,
         )
     except Exception as exc:  # a missing compiler, ninja or headers: fall back, say why
@@ -211,12 +360,23 @@ class DualWeight:
         values: the non-zero weights, column by column in row order, then 16 zeros of padding.
         offsets: ``(tiles, k)`` int64, where column ``j``'s values start for each row tile.
         rows: ``n``.
+        dense_t: ``W^T`` with its zeros (``k x n`` float32) when :func:`pack_dual` found the
+            activation-sparse kernel faster than the bitmap one for this layer
+            (:func:`choose_kernel`): :func:`dual_gemv` then runs :func:`act_gemv` on it. None:
+            the bitmap kernel runs. Both sum the same products in the same order, so the
+            result does not depend on the choice.
     """
 
     masks: Tensor
     values: Tensor
     offsets: Tensor
     rows: int
+    dense_t: Tensor | None = None
+
+    @property
+    def kernel(self) -> str:
+        """``bitmap`` or ``act``: the kernel that :func:`dual_gemv` runs for this weight."""
+        return "bitmap" if self.dense_t is None else "act"
 
     def nbytes(self) -> int:
         """Bytes of the stored weight (bitmaps + values, offsets excluded as in speedup.py)."""
@@ -224,8 +384,74 @@ class DualWeight:
         return self.masks.numel() * 2 + nnz * self.values.element_size()
 
 
-def pack_dual(weight: Tensor) -> DualWeight:
-    """The dual-sparse storage of a float ``n x k`` weight (zeros are the pruned entries)."""
+KERNELS = ("auto", "bitmap", "act")
+"""What :func:`pack_dual` stores for the CPU dual-sparse product: ``bitmap`` the bitmap format
+only; ``act`` also ``W^T`` with its zeros, for the activation-sparse kernel; ``auto`` whichever
+of the two :func:`choose_kernel` times faster for the layer's shape and density.
+``DUOGPT_DUAL_KERNEL`` overrides the ``auto`` default."""
+
+
+def pack_dual(weight: Tensor, *, kernel: str | None = None) -> DualWeight:
+    """The dual-sparse storage of a float ``n x k`` weight (zeros are the pruned entries).
+
+    ``kernel``: one of :data:`KERNELS`; by default ``DUOGPT_DUAL_KERNEL`` or ``auto``. Without
+    the compiled kernels the choice is moot (the torch reference runs) and ``bitmap`` is kept.
+    """
+    kernel = kernel or os.environ.get("DUOGPT_DUAL_KERNEL") or "auto"
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown dual kernel {kernel!r}: use one of {', '.join(KERNELS)}")
+    packed = _pack_bitmap(weight)
+    if kernel == "bitmap" or _extension() is None:
+        return packed
+    dense_t = unpack_dual(packed).t().contiguous()
+    if kernel == "auto" and choose_kernel(packed, dense_t) == "bitmap":
+        return packed
+    return replace(packed, dense_t=dense_t)
+
+
+_choices: dict[tuple[int, int, int, int], str] = {}
+
+
+def choose_kernel(packed: DualWeight, dense_t: Tensor) -> str:
+    """``bitmap`` or ``act``: the faster CPU kernel for this layer, timed once per shape,
+    density (to 5%) and thread count, and remembered for the process.
+
+    Both kernels visit only the active channels, so the ratio of their times barely depends
+    on the input's density; the probe times them on a 50%-sparse seeded input, interleaved,
+    and keeps the best of 5 rounds of each (a few ms per new key).
+    """
+    ext = _extension()
+    if ext is None:
+        return "bitmap"
+    k, n = dense_t.shape
+    nnz = packed.values.numel() - GROUP_ROWS
+    density = nnz / max(1, n * k)
+    key = (n, k, round(density * 20), torch.get_num_threads())
+    if key not in _choices:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(k, generator=gen) * (torch.rand(k, generator=gen) < 0.5)
+        runs: dict[str, Callable[[], Tensor]] = {
+            "bitmap": lambda: ext.dual_gemv(
+                packed.masks, packed.values, packed.offsets, x, packed.rows
+            ),
+            "act": lambda: ext.act_gemv(dense_t, x),
+        }
+        best = dict.fromkeys(runs, float("inf"))
+        for fn in runs.values():
+            fn()  # warm-up
+        reps = max(1, int(8e6 // max(1, n * k)))  # ~0.2 ms per round per kernel
+        for _ in range(5):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                for _ in range(reps):
+                    fn()
+                best[name] = min(best[name], (time.perf_counter() - start) / reps)
+        _choices[key] = "bitmap" if best["bitmap"] < best["act"] else "act"
+    return _choices[key]
+
+
+def _pack_bitmap(weight: Tensor) -> DualWeight:
+    """The bitmap format of :class:`DualWeight` (without ``dense_t``)."""
     if weight.dim() != 2:
         raise ValueError(f"expected a 2-D weight, got shape {tuple(weight.shape)}")
     w = weight.detach().to("cpu", torch.float32)
@@ -268,6 +494,9 @@ def dual_gemv(packed: DualWeight, x: Tensor) -> Tensor:
     ext = _extension()
     if ext is None:
         return _dual_reference(packed, x)
+    if packed.dense_t is not None:
+        act: Tensor = ext.act_gemv(packed.dense_t, x)
+        return act
     out: Tensor = ext.dual_gemv(packed.masks, packed.values, packed.offsets, x, packed.rows)
     return out
 

@@ -179,7 +179,8 @@ def pack_dual(weight: Tensor) -> DualWeight:
     """
     if weight.dtype not in DTYPES:
         raise ValueError(f"weight dtype {weight.dtype} is not one of float16, bfloat16, float32")
-    packed = cpu.pack_dual(weight)  # float32 holds every float16 / bfloat16 value exactly
+    # float32 holds every float16 / bfloat16 value exactly; the Triton kernel reads the bitmap
+    packed = cpu.pack_dual(weight, kernel="bitmap")
     device = weight.device
     return DualWeight(
         masks=packed.masks.to(device),

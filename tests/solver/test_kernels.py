@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from solver.kernels import cpu, speed
 from solver.kernels.sparse_linear import SparseLinear, install
 
-SHAPES = [(1536, 576), (576, 1536), (192, 576), (100, 37), (16, 1)]
+SHAPES = [(1536, 576), (576, 1536), (192, 576), (530, 33), (100, 37), (16, 1)]
+"""The SmolLM2 shapes, then partial tiles and partial 16-row groups (530 = 2 x 256 + 18)."""
 
 
 def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
@@ -36,18 +37,68 @@ def test_kernels_match_masked_dense(n: int, k: int, threads: int) -> None:
     torch.set_num_threads(threads)
     try:
         ref = cpu.dense_gemv(weight.double(), x.double()).float()
-        packed = cpu.pack_dual(weight)
-        assert rel_error(cpu.act_gemv(weight.t().contiguous(), x), ref) <= 1e-5
-        assert rel_error(cpu.dual_gemv(packed, x), ref) <= 1e-5
         dense_x = torch.randn(k)
         full = cpu.dense_gemv(weight.double(), dense_x.double()).float()
-        assert rel_error(cpu.dual_gemv(packed, dense_x), full) <= 1e-5  # weight-only mode
+        assert rel_error(cpu.act_gemv(weight.t().contiguous(), x), ref) <= 1e-5
+        outputs = []
+        for kernel in cpu.KERNELS:  # auto, then each kernel forced
+            packed = cpu.pack_dual(weight, kernel=kernel)
+            if kernel != "auto":
+                assert packed.kernel == kernel
+            y = cpu.dual_gemv(packed, x)
+            assert rel_error(y, ref) <= 1e-5, kernel
+            y_full = cpu.dual_gemv(packed, dense_x)
+            assert rel_error(y_full, full) <= 1e-5, kernel  # weight-only mode
+            outputs.append((y, y_full))
+        # the two kernels add the same products in the same order: the choice is invisible
+        for y, y_full in outputs[1:]:
+            assert torch.equal(y, outputs[0][0]) and torch.equal(y_full, outputs[0][1])
     finally:
         torch.set_num_threads(before)
 
 
+def test_kernels_with_no_active_input() -> None:
+    weight, _ = sparse_case(300, 40, seed=5)
+    zeros = torch.zeros(40)
+    assert not cpu.act_gemv(weight.t().contiguous(), zeros).any()
+    for kernel in ("bitmap", "act"):
+        assert not cpu.dual_gemv(cpu.pack_dual(weight, kernel=kernel), zeros).any()
+
+
+def test_pack_dual_kernel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    weight, _ = sparse_case(200, 24, seed=2)
+    act = cpu.pack_dual(weight, kernel="act")
+    assert act.dense_t is not None and torch.equal(act.dense_t, weight.t())
+    assert cpu.pack_dual(weight, kernel="bitmap").dense_t is None
+    assert cpu.pack_dual(weight).kernel in ("bitmap", "act")  # auto: timed once per shape
+    monkeypatch.setenv("DUOGPT_DUAL_KERNEL", "bitmap")
+    assert cpu.pack_dual(weight).kernel == "bitmap"
+    monkeypatch.setenv("DUOGPT_DUAL_KERNEL", "act")
+    assert cpu.pack_dual(weight).kernel == "act"
+    with pytest.raises(ValueError, match="unknown dual kernel"):
+        cpu.pack_dual(weight, kernel="fast")
+
+
+def test_portable_loops_match_without_avx512() -> None:
+    """The same source built with ``-mno-avx512f`` (the scalar loops of CPUs without
+    AVX-512) gives the masked dense result too (one more ~30 s build, cached afterwards)."""
+    module, reason = cpu._build([*cpu._CFLAGS, "-mno-avx512f"])
+    assert module is not None, reason
+    assert not module.has_avx512()
+    weight, x = sparse_case(530, 33, seed=7)
+    packed = cpu.pack_dual(weight, kernel="bitmap")
+    ref = cpu.dense_gemv(weight.double(), x.double()).float()
+    assert rel_error(module.act_gemv(weight.t().contiguous(), x), ref) <= 1e-5
+    y = module.dual_gemv(packed.masks, packed.values, packed.offsets, x, packed.rows)
+    assert rel_error(y, ref) <= 1e-5
+
+
 def test_kernels_are_compiled() -> None:
     assert cpu.backend() == "cpp", cpu.fallback_reason()
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []
+    if {"avx512f", "avx512bw", "avx512vl", "avx512_vpopcntdq"} <= set(flags):
+        ext = cpu._extension()
+        assert ext is not None and ext.has_avx512()  # -march=native reached the vector paths
 
 
 def test_pack_dual_round_trips_and_counts_bytes() -> None:
@@ -65,7 +116,9 @@ def test_torch_fallback_matches(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cpu.backend() == "torch-fallback"
     ref = weight @ x
     assert rel_error(cpu.act_gemv(weight.t().contiguous(), x), ref) <= 1e-5
-    assert rel_error(cpu.dual_gemv(cpu.pack_dual(weight), x), ref) <= 1e-5
+    packed = cpu.pack_dual(weight)
+    assert packed.kernel == "bitmap"  # nothing to choose between without the build
+    assert rel_error(cpu.dual_gemv(packed, x), ref) <= 1e-5
 
 
 @pytest.mark.parametrize("mode", ["dense", "act", "weight", "dual"])
