@@ -94,6 +94,14 @@ def event_line(event: ev.Event) -> EventLine:
             f": {scores or 'no tasks'}",
             detail=f" [X {percent(event.act_sparsity)}, {duration(event.seconds)}]",
         )
+    if isinstance(event, ev.DecodeSpeedMeasured):
+        return EventLine(
+            "decode speed",
+            f": dual-sparse {event.speedup_dual:.2f}x, activation-sparse {event.speedup_act:.2f}x "
+            f"over dense ({event.dense_tokens_per_s:.1f} tok/s)",
+            detail=f" [{event.device}, {event.backend}, {event.threads} thread(s), "
+            f"{event.tokens} tokens, {event.date}]",
+        )
     if isinstance(event, ev.Note):
         if event.level == "warning":
             return EventLine("warning", f": {event.text}", "warning")

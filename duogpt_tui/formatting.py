@@ -12,6 +12,9 @@ import math
 MISSING = "-"
 """What a missing value reads as on a terminal."""
 
+SPEED_MODES = (("dense", "dense"), ("act", "act-only"), ("weight", "weight-only"), ("dual", "dual"))
+"""The modes of a measured layer-shape row (``duogpt speed``), with their titles."""
+
 
 def percent(value: float | None, missing: str = MISSING) -> str:
     """A fraction as a percentage with one decimal: ``0.5`` -> ``50.0%``."""
@@ -99,3 +102,10 @@ def count(value: int) -> str:
     if value >= 10**3:
         return f"{value / 10**3:.1f}k"
     return str(value)
+
+
+def speed_cell(row: dict[str, float], mode: str) -> str:
+    """One mode of a measured layer-shape row (``duogpt speed``): microseconds per GEMV, the
+    speedup over dense and the byte bound in brackets, ``12.3 1.85x [2.10x]``."""
+    us, ratio, bound = row[f"{mode}_us"], row[f"{mode}_x"], row[f"{mode}_bound"]
+    return f"{us:.1f} {ratio:.2f}x [{bound:.2f}x]"

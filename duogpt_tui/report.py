@@ -80,6 +80,7 @@ def render_markdown(
         _error_plot(view),
         _density_plot(view),
         _decode_speedup(view),
+        _measured_speed(view),
         _proxy(view),
         _notes(view),
         _failure_detail(view),
@@ -544,6 +545,91 @@ def _decode_speedup(view: RunView) -> str:
         "are not counted, and irregular access costs are ignored, so real speedups are lower."
     )
     return "\n".join(lines)
+
+
+def _measured_speed(view: RunView) -> str:
+    """The latest measured decode speed of the saved model (``duogpt speed RUN_DIR``, recorded
+    after the run); absent when it was never measured."""
+    measured = view.decode_speed
+    if measured is None:
+        return ""
+    lines = ["## Measured decode speed", ""]
+    lines.append(
+        f"Measured with `duogpt speed` on {_cell(measured.date) or NA}: batch-1 greedy decode of "
+        f"{measured.tokens} tokens with the KV cache (the prefill excluded; the median of the "
+        f"timed repeats), on {_cell(measured.device)} ({_cell(measured.dtype)}), backend "
+        f"{_cell(measured.backend) or NA}, {measured.threads} thread(s), activation sparsity "
+        f"{_pct(measured.act_sparsity)} ({_cell(measured.act_rule) or NA})."
+    )
+    rows = [
+        ("dense", fmt.number(measured.dense_tokens_per_s, 1, NA), "1.00x"),
+        (
+            "activation-sparse only",
+            fmt.number(measured.act_tokens_per_s, 1, NA),
+            _ratio(measured.speedup_act),
+        ),
+        (
+            "dual-sparse",
+            fmt.number(measured.dual_tokens_per_s, 1, NA),
+            _ratio(measured.speedup_dual),
+        ),
+    ]
+    lines += ["", *_table(("model", "tokens/s", "x dense"), rows, align="lrr"), ""]
+    lines.append(
+        f"Same tokens as the masked dense model: {_yes(measured.same_tokens)} "
+        f"(activation-sparse only {_yes(measured.act_same_tokens)}, dual-sparse "
+        f"{_yes(measured.dual_same_tokens)})."
+    )
+    if measured.layers:
+        header = ("shape", "layers", *(title for _, title in fmt.SPEED_MODES))
+        shape_rows = [
+            (
+                _shape_cell(row.get("shape")),
+                _cell(str(row.get("layers", NA))),
+                *(_speed_cell(row, mode) for mode, _ in fmt.SPEED_MODES),
+            )
+            for row in measured.layers
+        ]
+        lines += ["", "**Per layer shape: µs per GEMV, x over dense [byte bound]**", ""]
+        lines += _table(header, shape_rows, align="lr" + "r" * len(fmt.SPEED_MODES))
+        lines += [
+            "",
+            "One GEMV of a representative layer of each shape in each mode, and in brackets "
+            "its speedup bound from bytes moved (as in the estimate above, in the measured "
+            "dtype) over every layer of that shape; the `all` row weights each shape by its "
+            "number of layers.",
+        ]
+    more = [f"- Host: {_pairs(measured.host)}"] if measured.host else []
+    more += [f"- Note: {_one_line(text)}" for text in measured.notes]
+    count = len(view.speed_measurements)
+    if count > 1:
+        more.append(
+            f"- The run was measured {count} times; this is the latest measurement (every one "
+            "is in events.jsonl)."
+        )
+    if more:
+        lines += ["", *more]
+    return "\n".join(lines)
+
+
+def _shape_cell(shape: object) -> str:
+    """A layer shape as code (``64x64``), the total row in bold."""
+    if shape == "all":
+        return "**all**"
+    return f"`{_cell(str(shape))}`" if shape else NA
+
+
+def _speed_cell(row: dict[str, Any], mode: str) -> str:
+    """One mode of a measured layer-shape row (n/a when the row lacks it)."""
+    try:
+        return fmt.speed_cell(row, mode)
+    except (KeyError, TypeError, ValueError):
+        return NA
+
+
+def _yes(value: bool) -> str:
+    """``yes`` or a bold ``no``."""
+    return "yes" if value else "**no**"
 
 
 def _si(value: float, unit: str) -> str:

@@ -276,6 +276,48 @@ class RunDir:
         if not isinstance(event, ev.Progress):
             os.fsync(self._events_file.fileno())
 
+    def check_recordable(self) -> None:
+        """Refuse to record a later measurement into this run (``duogpt speed RUN_DIR``) when it
+        is still running or cannot be written; checked before measuring, so nothing is wasted.
+
+        Raises:
+            InputError: the run has no terminal event and its lock's owner is alive, or the
+                directory or its ``events.jsonl`` cannot be written.
+        """
+        if self.status() == "running":
+            lock = _read_lock(self.path / LOCK_FILE) or {}
+            raise InputError(
+                f"{self.path} is still running (pid {lock.get('pid')} on {lock.get('host')}): "
+                "measure it once the run has ended"
+            )
+        try:
+            _probe_writable(self.path)
+        except OSError as exc:
+            raise InputError(
+                f"cannot record the measurement in {self.path}: the run directory is not "
+                f"writable ({_os_reason(exc)}); make it writable, or measure "
+                f"{self.path / MODEL_DIR} to measure without recording"
+            ) from exc
+
+    def record(self, event: ev.Event) -> None:
+        """Append one event to a run that has ended: a measurement of its saved model made
+        afterwards (``duogpt speed RUN_DIR``). The run's lock is held for the append, so a run
+        that is still going, or being resumed, is never written by two processes.
+
+        Raises:
+            InputError: as :meth:`check_recordable`, or another process holds the lock.
+        """
+        self.check_recordable()
+        self._acquire_lock()
+        try:
+            self.append(event)
+        except OSError as exc:
+            raise InputError(
+                f"cannot record the measurement in {self.path / EVENTS_FILE}: {_os_reason(exc)}"
+            ) from exc
+        finally:
+            self.release()
+
     def write_report(self, text: str, path: Path | None = None, overwrite: bool = True) -> Path:
         """Write a report atomically (temp file + rename).
 
@@ -636,6 +678,20 @@ def _check_writable(path: Path) -> None:
         tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"),
     ):
         pass
+
+
+def _probe_writable(path: Path) -> None:
+    """Create a file in a run directory and open its ``events.jsonl`` for appending, writing
+    nothing (a real try: root ignores permission bits).
+
+    Raises:
+        OSError: either cannot be done.
+    """
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+        pass
+    if (path / EVENTS_FILE).exists():
+        with open(path / EVENTS_FILE, "a", encoding="utf-8"):
+            pass
 
 
 @contextlib.contextmanager

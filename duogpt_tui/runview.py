@@ -38,6 +38,8 @@ class RunView:
         blocks: the block-finished events, in order.
         perplexities: the perplexity events, in order.
         task_scores: the zero-shot task events (``dense``, ``pruned``), in order.
+        speed_measurements: the decode-speed measurements of the saved run (``duogpt speed``,
+            recorded after the run), in order; :attr:`decode_speed` is the latest.
         notes: the notes and warnings of the run, in order.
         terminal: the run's final event (finished, cancelled or failed), once it arrived.
         progress: the latest progress event, if any.
@@ -57,6 +59,7 @@ class RunView:
     blocks: list[ev.BlockFinished] = field(default_factory=list)
     perplexities: list[ev.PerplexityMeasured] = field(default_factory=list)
     task_scores: list[ev.TasksMeasured] = field(default_factory=list)
+    speed_measurements: list[ev.DecodeSpeedMeasured] = field(default_factory=list)
     notes: list[ev.Note] = field(default_factory=list)
     terminal: ev.Event | None = None
     progress: ev.Progress | None = None
@@ -120,6 +123,8 @@ class RunView:
             self.perplexities.append(event)
         elif isinstance(event, ev.TasksMeasured):
             self.task_scores.append(event)
+        elif isinstance(event, ev.DecodeSpeedMeasured):
+            self.speed_measurements.append(event)
         elif isinstance(event, ev.Note):
             self.notes.append(event)
         elif ev.is_terminal(event) and self.terminal is None:
@@ -283,6 +288,17 @@ class RunView:
         """The latest zero-shot task scores with ``label`` (``dense`` or ``pruned``), if any."""
         found = [t for t in self.task_scores if t.label == label]
         return found[-1] if found else None
+
+    @property
+    def decode_speed(self) -> ev.DecodeSpeedMeasured | None:
+        """The latest measured decode speed (``duogpt speed RUN_DIR``), if any."""
+        return self.speed_measurements[-1] if self.speed_measurements else None
+
+    @property
+    def speedup_dual(self) -> float | None:
+        """The latest measured end-to-end dual-sparse decode speedup over dense, if any."""
+        measured = self.decode_speed
+        return measured.speedup_dual if measured is not None else None
 
     def perplexity(self, label: str) -> ev.PerplexityMeasured | None:
         """The last perplexity measured with ``label`` (``dense``, ``dense_act``, ``pruned``)."""

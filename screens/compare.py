@@ -5,8 +5,10 @@ numbered (``#1``, ``#2``...) in the table and the legends, which use short label
 differ in model or evaluation protocol (text, windows, tokens per window), a warning above the
 table names the differences, and their perplexities are not drawn on one axis until the user
 confirms (``a``). ``e`` exports the comparison as Markdown (``report.render_comparison``), ``x``
-switches the perplexity plot's x-axis between weight and dual sparsity. The perplexity columns
-come first, so a narrow terminal keeps them.
+switches the perplexity plot's x-axis between weight and dual sparsity, and, when at least one
+run's decode speed was measured (``duogpt speed RUN_DIR``), the measured dual-sparse speedup
+(the latest measurement of each run; the runs never measured are named as not drawn, and the
+table gets a speedup column). The perplexity columns come first, so a narrow terminal keeps them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Static
 
 from duogpt_tui import report
-from duogpt_tui.formatting import duration, percent, perplexity
+from duogpt_tui.formatting import duration, number, percent, perplexity
 from duogpt_tui.runstore import COMPARISON_FILE, RunDir
 from duogpt_tui.runview import RunView
 from duogpt_tui.widgets.compare_plots import CompareErrorPlot, RunPoint, SparsityPerplexityPlot
@@ -75,6 +77,7 @@ def run_point(name: str, view: RunView) -> RunPoint:
         act_sparsity=view.act_sparsity,
         ppl=view.ppl,
         ppl_dense=view.ppl_dense,
+        speedup=view.speedup_dual,
     )
 
 
@@ -102,21 +105,29 @@ def task_names(views: Sequence[RunView]) -> list[str]:
     return sorted(names)
 
 
-def columns(tasks: Sequence[str]) -> tuple[str, ...]:
+SPEED_COLUMN = "dual x"
+"""The column of the measured dual-sparse decode speedup (when a run was measured)."""
+
+
+def columns(tasks: Sequence[str], speed: bool = False) -> tuple[str, ...]:
     """The headline table's columns: :data:`COLUMNS` with one accuracy column per task after
-    the sparsities."""
+    the sparsities, then (``speed``) the measured speedup's."""
     at = COLUMNS.index("status")
-    return (*COLUMNS[:at], *(f"acc {name}" for name in tasks), *COLUMNS[at:])
+    extra = (SPEED_COLUMN,) if speed else ()
+    return (*COLUMNS[:at], *(f"acc {name}" for name in tasks), *extra, *COLUMNS[at:])
 
 
 def headline_cells(
-    index: int, name: str, view: RunView, tasks: Sequence[str] = ()
+    index: int, name: str, view: RunView, tasks: Sequence[str] = (), speed: bool = False
 ) -> tuple[str, ...]:
-    """The headline table's cells of one run (``tasks``: the accuracy columns, pruned model)."""
+    """The headline table's cells of one run (``tasks``: the accuracy columns, pruned model;
+    ``speed``: the measured speedup column)."""
     scored = view.tasks("pruned")
     accuracies = tuple(
         percent((scored.tasks.get(task) or {}).get("acc") if scored else None) for task in tasks
     )
+    speedup = view.speedup_dual
+    extra = (f"{number(speedup)}x" if speedup is not None else "-",) if speed else ()
     method = view.method
     if view.pattern and view.pattern != "unstructured":
         method += f" {view.pattern}"
@@ -128,6 +139,7 @@ def headline_cells(
         percent(view.weight_sparsity),
         percent(view.act_sparsity),
         *accuracies,
+        *extra,
         view.status,
         view.model,
         method,
@@ -171,6 +183,12 @@ class CompareScreen(WorkbenchScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("x", "toggle_axis", "W/dual axis"),
+        Binding(
+            "x",
+            "cycle_axis",
+            "W/dual/speed axis",
+            tooltip="x axis: weight sparsity, dual sparsity, measured dual-sparse speedup",
+        ),
         Binding("a", "draw_anyway", "Draw all", tooltip="Draw runs of different protocols"),
         Binding("e", "export", "Export"),
     ]
@@ -187,6 +205,7 @@ class CompareScreen(WorkbenchScreen):
         ]
         self.differences = protocol_differences(self.runs)
         self.confirmed = False
+        self.measured = any(view.decode_speed is not None for _, view in self.runs)
 
     def compose(self) -> ComposeResult:
         """Header, the protocol warning, the headline table, the two plots and the footer."""
@@ -211,9 +230,9 @@ class CompareScreen(WorkbenchScreen):
         warning.set_class(not self.differences, "-empty")
         table = self.query_one(DataTable)
         tasks = task_names([view for _, view in self.runs])
-        table.add_columns(*columns(tasks))
+        table.add_columns(*columns(tasks, self.measured))
         for index, (name, view) in enumerate(self.runs):
-            table.add_row(*headline_cells(index, name, view, tasks))
+            table.add_row(*headline_cells(index, name, view, tasks, self.measured))
         points = self.points()
         self.query_one(CompareErrorPlot).show(points)
         self.query_one(SparsityPerplexityPlot).show(points, withheld=self.withheld())
@@ -239,10 +258,21 @@ class CompareScreen(WorkbenchScreen):
         """Back to the runs list."""
         self.dismiss(None)
 
+    def axes(self) -> list[str]:
+        """The perplexity plot's x-axis choices: weight and dual sparsity, and the measured
+        speedup when at least one run was measured."""
+        return ["weight", "dual", *(["speed"] if self.measured else [])]
+
     def action_toggle_axis(self) -> None:
-        """Switch the perplexity plot between weight sparsity and dual sparsity."""
+        """Switch the perplexity plot to its next x axis (:meth:`axes`)."""
         plot = self.query_one(SparsityPerplexityPlot)
-        plot.show(plot.runs, "dual" if plot.axis == "weight" else "weight")
+        axes = self.axes()
+        at = axes.index(plot.axis) if plot.axis in axes else -1
+        plot.show(plot.runs, axes[(at + 1) % len(axes)])
+
+    def action_cycle_axis(self) -> None:
+        """The same key when the speedup axis is offered (its own footer label)."""
+        self.action_toggle_axis()
 
     def action_draw_anyway(self) -> None:
         """Draw perplexities of runs with different protocols on one axis, once confirmed."""
@@ -271,6 +301,8 @@ class CompareScreen(WorkbenchScreen):
         """Drawing all is offered only when the protocols differ."""
         if action == "draw_anyway":
             return bool(self.differences) and not self.confirmed
+        if action in ("toggle_axis", "cycle_axis"):  # one key, the label says its axes
+            return self.measured == (action == "cycle_axis")
         return True
 
     def action_export(self) -> None:

@@ -7,7 +7,9 @@ the run started. They serialise to one JSON line each and read back equal.
 A run's stream ends with exactly one terminal event: :class:`Finished`, :class:`Cancelled` or
 :class:`Failed`. The solver makes none of them: its generator *returns* :class:`RunTotals` when it
 gets to the end and raises when it does not, and the runner (:mod:`duogpt_tui.runner`) makes the
-terminal event from that — the one place where terminal events are made.
+terminal event from that — the one place where terminal events are made. A measurement made
+later on the saved run (:class:`DecodeSpeedMeasured`, ``duogpt speed RUN_DIR``) is appended after
+the terminal event.
 """
 
 from __future__ import annotations
@@ -210,6 +212,64 @@ class TasksMeasured(Event):
 
 
 @dataclass(frozen=True)
+class DecodeSpeedMeasured(Event):
+    """Measured batch-1 decode speed of the run's pruned model (``duogpt speed RUN_DIR``,
+    :func:`solver.kernels.speed.measure`), recorded after the run: it follows the terminal
+    event. A run measured several times holds one event per measurement; readers use the latest.
+
+    Older versions of the workbench skip this kind of event (an unknown kind), and a field
+    added later reads back as its default, as for every event.
+
+    Attributes:
+        t: the run's latest time offset when it was recorded (a measurement after the run adds
+            no time to the run; :attr:`date` says when it was made).
+        date: when it was measured (local time, ``YYYY-mm-ddTHH:MM:SS``).
+        device: the device measured on (``cpu``, ``cuda:0``).
+        dtype: the model's dtype during the measurement (``float32`` on the CPU).
+        backend: the kernels used (``cpp``, ``triton``, ``torch-fallback``).
+        threads: torch CPU threads during the measurement.
+        tokens: tokens decoded per measurement (the prefill excluded).
+        act_sparsity: the run's activation sparsity applied while decoding.
+        act_rule: the activation rule (``topk``, ``threshold``).
+        dense_tokens_per_s: end-to-end decode speed of the dense (masked) model.
+        act_tokens_per_s: the same with the activation-sparse kernels only.
+        dual_tokens_per_s: the same with the dual-sparse kernels.
+        speedup_act: ``act_tokens_per_s / dense_tokens_per_s``.
+        speedup_dual: ``dual_tokens_per_s / dense_tokens_per_s``.
+        same_tokens: both sparse paths decoded exactly the masked dense model's tokens.
+        act_same_tokens: the activation-sparse path did.
+        dual_same_tokens: the dual-sparse path did.
+        layers: per layer shape (``shape``, ``layers``, then ``{mode}_us``, ``{mode}_x`` and
+            ``{mode}_bound`` for the modes ``dense act weight dual``): one GEMV's microseconds,
+            its speedup over dense and the byte bound; the last row (``all``) weights each shape
+            by its number of layers.
+        host: a description of the machine (as :attr:`RunStarted.host`).
+        notes: what the measurement noted (a fallback backend, missing settings).
+    """
+
+    kind: ClassVar[str] = "decode_speed"
+    date: str = ""
+    device: str = "cpu"
+    dtype: str = "float32"
+    backend: str = ""
+    threads: int = 0
+    tokens: int = 0
+    act_sparsity: float = 0.0
+    act_rule: str = ""
+    dense_tokens_per_s: float = 0.0
+    act_tokens_per_s: float = 0.0
+    dual_tokens_per_s: float = 0.0
+    speedup_act: float = 0.0
+    speedup_dual: float = 0.0
+    same_tokens: bool = False
+    act_same_tokens: bool = False
+    dual_same_tokens: bool = False
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    host: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Note(Event):
     """A notice for the user: ``level`` is ``info`` or ``warning``."""
 
@@ -290,6 +350,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         BlockFinished,
         PerplexityMeasured,
         TasksMeasured,
+        DecodeSpeedMeasured,
         Note,
         Finished,
         Cancelled,

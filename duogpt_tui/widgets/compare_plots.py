@@ -27,6 +27,8 @@ class RunPoint:
         act_sparsity: measured activation sparsity (None when no layer was pruned).
         ppl: the pruned model's perplexity (None when not measured).
         ppl_dense: the dense model's perplexity (None when not measured).
+        speedup: the latest measured end-to-end dual-sparse decode speedup over dense
+            (``duogpt speed RUN_DIR``; None when never measured).
     """
 
     name: str
@@ -35,6 +37,7 @@ class RunPoint:
     act_sparsity: float | None = None
     ppl: float | None = None
     ppl_dense: float | None = None
+    speedup: float | None = None
 
 
 class CompareErrorPlot(ThemedPlot):
@@ -77,13 +80,14 @@ class CompareErrorPlot(ThemedPlot):
 
 
 class SparsityPerplexityPlot(ThemedPlot):
-    """Pruned perplexity against weight sparsity (or the dual mean), one point per run, and
-    each run's dense perplexity as a reference line in the run's colour.
+    """Pruned perplexity against weight sparsity (or the dual mean, or the measured speedup),
+    one point per run, and each run's dense perplexity as a reference line in the run's colour.
 
     Attributes:
         runs: the runs drawn.
-        axis: ``weight`` (x = weight sparsity) or ``dual`` (x = mean of weight and activation
-            sparsity).
+        axis: ``weight`` (x = weight sparsity), ``dual`` (x = mean of weight and activation
+            sparsity) or ``speed`` (x = measured dual-sparse decode speedup over dense; runs
+            never measured are named in the heading as not drawn).
         withheld: why the perplexities are not drawn (empty when they are): runs measured with
             different protocols share no axis until the user confirms.
     """
@@ -91,8 +95,12 @@ class SparsityPerplexityPlot(ThemedPlot):
     AXES: ClassVar[dict[str, str]] = {
         "weight": "weight sparsity",
         "dual": "dual sparsity (mean of W and X)",
+        "speed": "measured dual-sparse decode speedup (x dense)",
     }
     """The x-axis choices and their labels."""
+
+    SPEED_HEADING = "perplexity vs measured speedup"
+    """The title on the ``speed`` axis."""
 
     heading = "perplexity vs sparsity"
     ylabel = "ppl"
@@ -117,21 +125,46 @@ class SparsityPerplexityPlot(ThemedPlot):
 
     def x_of(self, run: RunPoint) -> float | None:
         """The run's x position on the current axis (None when unknown)."""
+        if self.axis == "speed":
+            return run.speedup
         if run.weight_sparsity is None:
             return None
         if self.axis == "dual":
             return (run.weight_sparsity + (run.act_sparsity or 0.0)) / 2
         return run.weight_sparsity
 
+    def x_end(self) -> float:
+        """The right end of the x axis: 1 for a sparsity; on the speedup axis at least 2x and
+        a quarter beyond the largest speedup, rounded up to a half."""
+        if self.axis != "speed":
+            return 1.0
+        speeds = [run.speedup for run in self.runs if run.speedup is not None]
+        finite = [speed for speed in speeds if math.isfinite(speed)]
+        return max(2.0, math.ceil(max(finite, default=0.0) * 1.25 * 2) / 2)
+
+    def not_measured(self) -> list[str]:
+        """The runs (their numbers, ``#2``) that have no measured speedup to draw."""
+        return [
+            run.name.split(" ", 1)[0]
+            for run in self.runs
+            if run.speedup is None or not math.isfinite(run.speedup)
+        ]
+
     def draw(self) -> None:
         """A point per run and its dense reference (its colour), named in the legend."""
         plt = self.plt
         plt.xlabel(self.AXES.get(self.axis, self.axis))
-        plt.xlim(0, 1)
+        right = self.x_end()
+        plt.xlim(0, right)
         self.heading = type(self).heading
         if self.withheld:
             self.heading = f"perplexity not drawn: {self.withheld}"
             return
+        if self.axis == "speed":
+            self.heading = self.SPEED_HEADING
+            missing = self.not_measured()
+            if missing:
+                self.heading += f"; not drawn (never measured): {', '.join(missing)}"
         for index, run in enumerate(self.runs):
             x = self.x_of(run)
             measured = x is not None and run.ppl is not None and math.isfinite(run.ppl)
@@ -141,7 +174,7 @@ class SparsityPerplexityPlot(ThemedPlot):
             if measured:
                 plt.scatter([x], [run.ppl], color=color, marker="●")
             if run.ppl_dense is not None and math.isfinite(run.ppl_dense):
-                plt.plot([0, 1], [run.ppl_dense, run.ppl_dense], color=color, marker="braille")
+                plt.plot([0, right], [run.ppl_dense, run.ppl_dense], color=color, marker="braille")
         dense = sorted({number(r.ppl_dense, 1) for r in self.runs if r.ppl_dense is not None})
         if dense:
             self.plt.title("")  # the dense values go in the x label: the head line has the title

@@ -179,9 +179,51 @@ def failed_run(category: str = "run") -> list[ev.Event]:
     ]
 
 
+def speed_result(speedup_dual: float = 1.8) -> dict[str, Any]:
+    """What ``solver.kernels.speed.measure`` returns, with fixed figures (a fake measurement):
+    dense 100 tok/s, act-only 150, dual ``100 * speedup_dual``; two layer-shape rows."""
+    rows = []
+    for shape, layers, dual_us in (("64x64", 4, 2.5), ("all", 14, 3.0)):
+        row: dict[str, Any] = {"shape": shape, "layers": layers}
+        for mode, us, bound in (("dense", 6.0, 1.0), ("act", 4.0, 1.6), ("weight", 4.5, 1.7)):
+            row |= {f"{mode}_us": us, f"{mode}_x": 6.0 / us, f"{mode}_bound": bound}
+        row |= {"dual_us": dual_us, "dual_x": 6.0 / dual_us, "dual_bound": 2.9}
+        rows.append(row)
+    return {
+        "target": "run",
+        "backend": "cpp",
+        "device": "cpu",
+        "dtype": "float32",
+        "threads": 1,
+        "act_sparsity": 0.5,
+        "act_rule": "topk",
+        "dense_tokens_per_s": 100.0,
+        "act_tokens_per_s": 150.0,
+        "dual_tokens_per_s": 100.0 * speedup_dual,
+        "speedup_act": 1.5,
+        "speedup_dual": speedup_dual,
+        "same_tokens": True,
+        "act_same_tokens": True,
+        "dual_same_tokens": True,
+        "tokens": 8,
+        "layers": rows,
+        "notes": [],
+    }
+
+
+def speed_measured(t: float = 4.9, speedup_dual: float = 1.8) -> ev.DecodeSpeedMeasured:
+    """The event that ``duogpt speed RUN_DIR`` records for :func:`speed_result`."""
+    result = speed_result(speedup_dual)
+    names = {f.name for f in dataclasses.fields(ev.DecodeSpeedMeasured)}
+    values = {key: value for key, value in result.items() if key in names}
+    return ev.DecodeSpeedMeasured(
+        t=t, date="2025-01-02T03:04:05", host={"cpus": 2, "platform": "Linux"}, **values
+    )
+
+
 def every_event_type() -> list[ev.Event]:
     """One event of every kind (for the JSONL round trip)."""
-    events = run_with_tasks() + cancelled_run()[-1:] + failed_run()[-1:]
+    events = [*run_with_tasks(), speed_measured(), *cancelled_run()[-1:], *failed_run()[-1:]]
     assert {e.kind for e in events} == set(ev.EVENT_TYPES)
     return events
 

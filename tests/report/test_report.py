@@ -200,3 +200,34 @@ def test_report_shows_the_layout_discovery_found() -> None:
     text = render_markdown(events)
     assert f"- Layout found by discovery: {layout}" in text
     assert "Layout found by discovery" not in render_markdown(scripted.finished_run())
+
+
+def test_measured_decode_speed_section_shows_the_latest_measurement() -> None:
+    assert "Measured decode speed" not in render_markdown(scripted.finished_run())
+    events = [
+        *scripted.finished_run(),
+        scripted.speed_measured(speedup_dual=1.55),
+        scripted.speed_measured(speedup_dual=2.0),
+    ]
+    text = render_markdown(events)
+    assert text.count("## Measured decode speed") == 1
+    estimated = text.index("## Estimated decode speedup bounds")
+    measured = text.index("## Measured decode speed")
+    following = text.index("## Proxy perplexity")
+    assert estimated < measured < following  # beside the estimated bounds
+    section = text[measured:following]
+    assert "| dual-sparse | 200.0 | 2.00x |" in section and "155.0" not in section
+    assert "| **all** | 14 | 6.0 1.00x [1.00x] |" in section
+    assert "measured 2 times; this is the latest" in section
+    assert "on cpu (float32), backend cpp, 1 thread(s)" in section
+    assert "Same tokens as the masked dense model: yes" in section
+    assert render_markdown(events) == text  # deterministic
+
+
+def test_measured_decode_speed_survives_a_damaged_row() -> None:
+    event = dataclasses.replace(
+        scripted.speed_measured(), layers=[{"shape": "64x64"}], same_tokens=False
+    )
+    section = render_markdown([*scripted.finished_run(), event]).split("## Measured")[1]
+    assert "| `64x64` | n/a | n/a | n/a | n/a | n/a |" in section
+    assert "Same tokens as the masked dense model: **no**" in section
