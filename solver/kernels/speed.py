@@ -30,7 +30,12 @@ from torch import Tensor, nn
 
 from solver.errors import InputError
 from solver.kernels import cpu
-from solver.kernels.sparse_linear import install, load_triton, triton_unavailable_reason
+from solver.kernels.sparse_linear import (
+    SparseLinear,
+    install,
+    load_triton,
+    triton_unavailable_reason,
+)
 from solver.math import speedup
 from solver.math.activations import ActivationSparsifier, topk_sparsify
 
@@ -196,14 +201,46 @@ def greedy_decode(model: nn.Module, prompt: Tensor, tokens: int) -> tuple[list[i
     return generated, seconds
 
 
+def attach_rule(
+    replaced: dict[str, nn.Module], settings: dict[str, Any], *, fused: bool = True
+) -> ActivationSparsifier | None:
+    """Apply the run's activation rule to the ``SparseLinear`` modules of :func:`install`.
+
+    ``topk`` (with ``fused``): each module selects its inputs itself
+    (:meth:`SparseLinear.set_act_topk`, the top-k inside the C++ kernel at decode), and None is
+    returned. Otherwise an attached :class:`ActivationSparsifier` (hooks, as in the masked-dense
+    reference); the caller detaches it. End to end on the default DuoGPT run (1 thread,
+    ``results/decode-speed-end-to-end.txt``) the fused top-k took the decode from 1.42x
+    (act-only) and 1.41x (dual) to 1.57x and 1.62x the dense model's tokens/s: the hooks had
+    cost ~4.3 ms of a ~26 ms token.
+    """
+    sparsity = float(settings.get("sparsity", 0.0))
+    sparse = [module for module in replaced.values() if isinstance(module, SparseLinear)]
+    topk = settings.get("rule", "topk") == "topk"
+    if fused and sparsity > 0 and topk and len(sparse) == len(replaced):
+        for module in sparse:
+            module.set_act_topk(sparsity)
+        return None
+    sparsifier = sparsifier_for(settings)
+    if sparsifier is not None:
+        sparsifier.attach(replaced)
+    return sparsifier
+
+
 def decode_speed(
     model: nn.Module,
     prompt: Tensor,
     tokens: int,
     settings: dict[str, Any],
     repeats: int = REPEATS,
+    *,
+    fused_topk: bool = True,
 ) -> dict[str, Any]:
-    """Tokens/s of the dense model, the act kernels and the dual kernels; token agreement."""
+    """Tokens/s of the dense model, the act kernels and the dual kernels; token agreement.
+
+    ``fused_topk``: the sparse modes apply a ``topk`` rule inside the kernels
+    (:func:`attach_rule`); False keeps the ``ActivationSparsifier`` hooks (for comparison).
+    """
     reference_sparsifier = sparsifier_for(settings)
     from solver.run.adapters import find_adapter
 
@@ -220,9 +257,7 @@ def decode_speed(
         sparsifier = None
         if mode != "dense":
             replaced = install(runner, mode)
-            sparsifier = sparsifier_for(settings)
-            if sparsifier is not None:
-                sparsifier.attach(replaced)
+            sparsifier = attach_rule(replaced, settings, fused=fused_topk)
         times = []
         produced: list[int] = []
         for _ in range(repeats + 1):  # the first is the warm-up

@@ -30,7 +30,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from duogpt_tui.cli import app
-from solver.kernels import speed
+from solver.kernels import cpu, speed
 from solver.kernels.sparse_linear import install
 from solver.run.adapters import find_adapter
 
@@ -50,6 +50,26 @@ def recording(
         return record
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in linears.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def recording_inputs(
+    linears: Mapping[str, nn.Module], inputs: dict[str, list[torch.Tensor]]
+) -> Iterator[None]:
+    """Record each layer's input before any other pre-hook (the top-k's) changes it."""
+
+    def hook(name: str) -> Any:
+        def record(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            inputs.setdefault(name, []).append(args[0].detach().clone())
+
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n), prepend=True) for n, m in linears.items()]
     try:
         yield
     finally:
@@ -98,12 +118,29 @@ def test_64_tokens_of_the_default_model_match_the_masked_dense_model(tmp_path: P
     sparsifier = speed.sparsifier_for(settings)
     assert sparsifier is not None
     masks: dict[str, list[torch.Tensor]] = {}
-    with sparsifier.attach(linears), recording(linears, masks):
+    inputs: dict[str, list[torch.Tensor]] = {}
+    with sparsifier.attach(linears), recording(linears, masks), recording_inputs(linears, inputs):
         reference, _ = speed.greedy_decode(model, prompt, TOKENS)
     sparsifier.detach()
     assert len(reference) == TOKENS
     kept = torch.cat([m.flatten().float() for m in masks["model.layers.5.mlp.down_proj"]])
     assert float(kept.mean()) == pytest.approx(0.5, abs=0.01)  # the top-k hooks were on
+
+    # The fused top-k of the kernels (``duogpt speed``'s decode path) keeps, on every real
+    # input of the run (prefill rows and decoded tokens), exactly the hooks' channels.
+    vectors = declined = 0
+    for name, calls in inputs.items():
+        drop = cpu.topk_drop(calls[0].shape[-1], sparsifier.sparsity)
+        for raw, mask in zip(calls, masks[name], strict=True):
+            rows, row_masks = raw.reshape(-1, raw.shape[-1]), mask.reshape(-1, raw.shape[-1])
+            for row, row_mask in zip(rows, row_masks, strict=True):
+                channels = cpu.topk_channels(row.contiguous(), drop)
+                vectors += 1
+                if channels is None:
+                    declined += 1
+                    continue
+                assert torch.equal(channels, torch.nonzero(row_mask).reshape(-1)), name
+    assert vectors >= TOKENS * len(linears) and declined <= vectors // 100, (vectors, declined)
 
     for mode in ("act", "dual"):
         sparse = speed.load_target(str(run))[0].model

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from solver.kernels import cpu, speed
 from solver.kernels.sparse_linear import SparseLinear, install
+from solver.math.activations import topk_sparsify
 
 SHAPES = [(1536, 576), (576, 1536), (192, 576), (530, 33), (100, 37), (16, 1)]
 """The SmolLM2 shapes, then partial tiles and partial 16-row groups (530 = 2 x 256 + 18)."""
@@ -91,6 +92,94 @@ def test_portable_loops_match_without_avx512() -> None:
     assert rel_error(module.act_gemv(weight.t().contiguous(), x), ref) <= 1e-5
     y = module.dual_gemv(packed.masks, packed.values, packed.offsets, x, packed.rows)
     assert rel_error(y, ref) <= 1e-5
+    dense_x = torch.randn(33)
+    sparse_x = topk_sparsify(dense_x, 0.5)
+    expected = module.act_gemv(weight.t().contiguous(), sparse_x)
+    assert torch.equal(module.act_gemv_topk(weight.t().contiguous(), dense_x, 16), expected)
+    y = module.dual_gemv_topk(packed.masks, packed.values, packed.offsets, dense_x, 530, 16)
+    assert rel_error(y, cpu.dense_gemv(weight.double(), sparse_x.double()).float()) <= 1e-5
+
+
+def topk_inputs(k: int, seed: int) -> list[torch.Tensor]:
+    """Top-k test vectors of length ``k``: continuous, with zeros (both signs), and small
+    integers (ties everywhere, also at the cut), plus a constant one."""
+    gen = torch.Generator().manual_seed(seed)
+    continuous = torch.randn(k, generator=gen)
+    zeros = continuous * (torch.rand(k, generator=gen) > 0.6)
+    zeros[: k // 4] = -0.0
+    ties = torch.randint(-3, 4, (k,), generator=gen).float()
+    few = torch.where(torch.rand(k, generator=gen) < 0.5, 2.0, -2.0) * (torch.arange(k) % 3 > 0)
+    return [continuous, zeros, ties, few, torch.full((k,), 0.5), torch.zeros(k)]
+
+
+def cut_is_tied(x: torch.Tensor, drop: int) -> bool:
+    """Whether the ``drop``-th and ``(drop + 1)``-th smallest ``|x|`` are equal and non-zero
+    (then the kept set depends on how ``torch.topk`` breaks the tie)."""
+    if drop <= 0 or drop >= x.numel():
+        return False
+    magnitudes = x.abs().sort().values
+    return bool(magnitudes[drop - 1] == magnitudes[drop]) and bool(magnitudes[drop] != 0)
+
+
+@pytest.mark.parametrize("k", [576, 1536, 33, 1])
+@pytest.mark.parametrize("sparsity", [0.0, 0.25, 0.5, 0.9, 1.0])
+def test_fused_topk_selects_the_reference_top_k(k: int, sparsity: float) -> None:
+    """The C++ selection keeps exactly the entries that ``topk_sparsify`` (``torch.topk``)
+    keeps, or declines where a tie at the cut makes that set depend on the tie-break; the
+    fused kernels then equal the reference kernels on the sparsified input, bit for bit."""
+    n = 40
+    gen = torch.Generator().manual_seed(k)
+    weight = torch.randn(n, k, generator=gen) * (torch.rand(n, k, generator=gen) > 0.5)
+    weight_t = weight.t().contiguous()
+    packs = [cpu.pack_dual(weight, kernel=kernel) for kernel in ("act", "bitmap")]
+    drop = cpu.topk_drop(k, sparsity)
+    declined = 0
+    for x in topk_inputs(k, seed=k + int(100 * sparsity)):
+        reference = topk_sparsify(x, sparsity)
+        kept = cpu.topk_channels(x, drop)
+        if kept is None:
+            assert cut_is_tied(x, drop)
+            declined += 1
+            for y in [cpu.act_gemv_topk(weight_t, x, drop)]:
+                assert y is None
+            assert all(cpu.dual_gemv_topk(p, x, drop) is None for p in packs)
+            continue
+        assert torch.equal(kept, torch.nonzero(reference).reshape(-1))
+        assert kept.numel() <= k - drop
+        expected = cpu.act_gemv(weight_t, reference)
+        fused = cpu.act_gemv_topk(weight_t, x, drop)
+        assert fused is not None and torch.equal(fused, expected)
+        for packed in packs:
+            fused = cpu.dual_gemv_topk(packed, x, drop)
+            assert fused is not None and torch.equal(fused, cpu.dual_gemv(packed, reference))
+    if 0 < drop < k and k > 1:
+        assert declined >= 1  # the tied inputs reached the decline path
+
+
+def test_fused_topk_declines_nan() -> None:
+    x = torch.randn(64)
+    x[7] = float("nan")
+    assert cpu.topk_channels(x, 32) is None
+    assert cpu.act_gemv_topk(torch.randn(64, 8), x, 32) is None
+
+
+@pytest.mark.parametrize("mode", ["act", "dual", "dense", "weight"])
+def test_sparse_linear_topk_matches_masked_linear(mode: str) -> None:
+    """``SparseLinear.set_act_topk`` gives the masked-dense layer's output for one token
+    (fused, or the reference path on a tie) and for several (the prefill)."""
+    linear = nn.Linear(64, 24)
+    with torch.no_grad():
+        linear.weight.mul_(torch.rand(24, 64) > 0.5)
+    layer = SparseLinear(linear, mode)
+    layer.set_act_topk(0.5)
+    inputs = [x.reshape(1, 1, 64) for x in topk_inputs(64, seed=3)]
+    for x in [*inputs, torch.randn(2, 3, 64)]:
+        expected = linear(topk_sparsify(x, 0.5))
+        assert layer(x).shape == expected.shape
+        assert rel_error(layer(x), expected) <= 1e-5
+    layer.set_act_topk(0.0)
+    x = torch.randn(1, 1, 64)
+    assert rel_error(layer(x), linear(x)) <= 1e-5
 
 
 def test_kernels_are_compiled() -> None:
@@ -163,6 +252,11 @@ def test_sparse_generation_gives_the_masked_dense_tokens(pruned_run: Path) -> No
         with speed.sparsifier_for(settings).attach(replaced):  # type: ignore[union-attr]
             tokens, _ = speed.greedy_decode(model, prompt, 24)
         assert tokens == reference, mode
+        # the top-k inside the kernels (what ``duogpt speed`` times) gives the same tokens
+        assert speed.attach_rule(replaced, settings) is None
+        assert all(m.act_topk == 0.5 for m in replaced.values())
+        tokens, _ = speed.greedy_decode(model, prompt, 24)
+        assert tokens == reference, f"{mode}, fused top-k"
 
 
 def test_measure_reports_every_figure(pruned_run: Path) -> None:
