@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from solver.config import RunConfig
-from solver.run.estimate import offload_memory
+from solver.run.estimate import offload_modes
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def memory_gb(m: Shape, ranks: int) -> tuple[float, float, float]:
         dtype="bfloat16",
         offload="cpu",
     )
-    none, cpu = offload_memory(
+    none, cpu, _disk = offload_modes(
         config, int(m.params), m.hidden, m.layers, m.intermediate, m.vocab, m.kv_dim
     )
     return none.on("cuda") / 1024, cpu.on("cuda") / 1024, cpu.host / 1024

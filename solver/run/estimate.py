@@ -16,7 +16,7 @@ evaluation tokens (4 bytes per float32 value):
   float32 loss terms ``(T_b + 2 S) V`` (``S`` = seqlen, ``V`` = vocabulary). That is the
   device-side peak of ``--offload none`` (a bound: the whole model is on the device only while
   evaluating, the streams only while pruning).
-* **offload** (:func:`offload_memory`, ``--offload cpu``, :mod:`solver.run.offload`): with ``b``
+* **offload** (:func:`offload_modes`, ``--offload cpu``, :mod:`solver.run.offload`): with ``b``
   bytes per value of the model's dtype, ``P_b = 2h^2 + 2 h h_kv + 3 h i`` parameters per block
   (``h_kv`` the key/value width) and ``P_o = P - L P_b`` outside the blocks, the device holds
   at most, while pruning, one block's weights ``b P_b`` + the batches moved to it
@@ -274,21 +274,6 @@ def estimate(
         f"on {kind}"
     )
     return Estimate(round(memory, 1), round(seconds, 1), detail, mode, reason, modes)
-
-
-def offload_memory(
-    config: RunConfig,
-    n_params: int,
-    hidden: int,
-    layers: int,
-    intermediate: int,
-    vocab: int = 32000,
-    kv_dim: int | None = None,
-) -> tuple[OffloadMemory, OffloadMemory]:
-    """``(none, cpu)`` of :func:`offload_modes`, for the callers that compare those two
-    (``benchmarks/scale_estimates.py``)."""
-    none, cpu, _ = offload_modes(config, n_params, hidden, layers, intermediate, vocab, kv_dim)
-    return none, cpu
 
 
 def offload_modes(

@@ -214,7 +214,7 @@ def test_the_device_side_peak_stays_within_the_estimate(
     assert isinstance(events[-1], Finished), events[-1]
     model = tiny_model.model
     spec = model.config
-    _, cpu = estimate.offload_memory(
+    _, cpu, _ = estimate.offload_modes(
         config,
         n_params=sum(p.numel() for p in model.parameters()),
         hidden=spec.hidden_size,
@@ -608,11 +608,9 @@ def test_disk_offload_keeps_one_block_of_weights_in_host_memory() -> None:
     assert text.startswith("offload disk (none 63.3 GB on cuda; cpu 8.7 GB on cuda + ")
     assert text.endswith("; disk 8.7 GB on cuda + 21.6 GB of host memory once loaded)"), text
     assert offload_text(on_cpu, "cpu").endswith(", disk 12.9 GB)")
-    # auto never picks disk, and the old pair is still there for the callers that want it
+    # auto never picks disk
     tight = llama_7b(config.replace(offload="auto"), device="cuda", available_mb=1.0)
     assert tight.offload == "cpu"
-    pair = estimate.offload_memory(config, 6_738_415_616, 4096, 32, 11008, vocab=32000)
-    assert pair == (none, cpu)
 
 
 def test_the_host_warning_advises_disk_when_it_fits() -> None:
