@@ -1,6 +1,7 @@
 """Ablations of every [choice] of ALGORITHM.md (issue 4 item 3), DuoGPT at W50% + X50%.
 
-alpha {0, 0.125, 0.25, 0.5, 1}; damping {0.01, 0.05}; act-order off/on; residual variant
+alpha {0, 0.125, 0.25, 0.5, 1}; damping {0.1, 1} of each channel's H_jj (the default is 0.3); each
+default of issue 9 turned off on its own (``issue9``); act-order off/on; residual variant
 original/pruned; true-sequential vs all-at-once; top-k vs threshold activation rule; calibration
 size {16, 32, 64, 128} samples x seqlen {256, 512} (at each alpha of ``--calib-alphas``), and
 alpha {0, 0.125, 0.25, 0.5} at 64 x 256 and 128 x 256 calibration tokens (``alpha_calibration``,
@@ -24,7 +25,7 @@ from benchmarks import common
 
 GROUPS: dict[str, tuple[str, list[Any]]] = {
     "alpha": ("alpha", [0.0, 0.125, 0.25, 0.5, 1.0]),
-    "damping": ("damping", [0.01, 0.05]),
+    "damping": ("damping", [0.1, 1.0]),
     "act_order": ("act_order", [False, True]),
     "residual": ("residual_variant", ["original", "pruned"]),
     "sequential": ("true_sequential", [True, False]),
@@ -32,7 +33,18 @@ GROUPS: dict[str, tuple[str, list[Any]]] = {
 }
 """Group name -> (config field, values)."""
 
-ALL_GROUPS = [*GROUPS, "calibration", "alpha_calibration"]
+OVERRIDES: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "issue9": [
+        ("--mask-scope block", {"mask_scope": "block"}),
+        ("--token-clip 0", {"token_clip": 0.0}),
+        ("--residual-damping 0", {"residual_damping": 0.0}),
+        ("--damping-rule mean --damping 0.01", {"damping_rule": "mean", "damping": 0.01}),
+    ],
+}
+"""Group name -> (label, options changed together) rows: each default that issue 9 introduced,
+turned back to its old value on its own."""
+
+ALL_GROUPS = [*GROUPS, *OVERRIDES, "calibration", "alpha_calibration"]
 
 CALIB = ([16, 32, 64, 128], [256, 512])
 QUICK_CALIB = ([4, 8], [128])
@@ -76,6 +88,9 @@ def configurations(
             continue
         if group == "alpha_calibration":
             grid(group, *alpha_calib)
+            continue
+        if group in OVERRIDES:
+            rows.extend((group, label, {**default, **change}) for label, change in OVERRIDES[group])
             continue
         field, values = GROUPS[group]
         for value in values:

@@ -77,6 +77,19 @@ def test_ablation_rows_change_one_thing_and_keep_the_evaluation(
     assert {(c["nsamples"], c["seqlen"]) for c in calib} == {
         (n, s) for n in ablations.CALIB[0] for s in ablations.CALIB[1]
     }
+    reference = {
+        **base,
+        "method": "duogpt",
+        "weight_sparsity": 0.5,
+        "act_sparsity": 0.5,
+        "eval_dense": False,
+    }
+    issue9 = [(label, c) for g, label, c in rows if g == "issue9"]
+    assert len(issue9) == len(ablations.OVERRIDES["issue9"])
+    for label, config in issue9:  # each row turns back only its own options
+        changed = {k for k in config.keys() | reference.keys() if config.get(k) != reference.get(k)}
+        assert changed == set(dict(ablations.OVERRIDES["issue9"])[label]), label
+        assert common.config_key(config) != default, label
 
 
 # --------------------------------------------------------------------- seeds
