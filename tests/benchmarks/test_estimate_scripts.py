@@ -36,3 +36,28 @@ def test_discovery_cost_refuses_bad_options() -> None:
 
     assert discovery_cost.main(["--repeats", "0"]) == 2
     assert discovery_cost.main(["--run-seconds", "-1"]) == 2
+
+
+def test_default_command_table_and_bad_options() -> None:
+    from benchmarks import default_command as dc
+
+    results = {
+        "duogpt": {
+            "ppl": 210.0,
+            "ppl_dense": 70.0,
+            "ppl_dense_act": 105.0,
+            "wall_s": 96.4,
+            "peak_rss_mb": 1250.0,
+        },
+        "wanda": {"ppl": 280.0, "wall_s": 80.0, "peak_rss_mb": 1200.0},
+    }
+    rows = [line.split("|")[1:-1] for line in dc.render(results).splitlines()[2:]]
+    assert [cells[0].strip() for cells in rows] == [
+        "dense (no weight pruning, X0%)",
+        "dense + X50%",
+        "duogpt",
+        "wanda",
+    ]
+    assert [cells[2].strip() for cells in rows] == ["1.00", "1.50", "3.00", "4.00"]
+    assert rows[2][3].strip() == "96" and rows[3][4].strip() == "1200"
+    assert dc.main(["--methods", " , "]) == 2
