@@ -32,9 +32,17 @@ lint: setup
 check: lint
 	$(VENV)/bin/mypy
 
-# Every full-size run of the Results section (hours on 2 cores; resumable: results/runs.jsonl).
+# Every full-size run of the Results section (a day on 2 cores; resumable: results/screen.jsonl).
+BENCH = --threads 1 --jobs 2 --cache results/screen.jsonl
 bench: setup
-	$(VENV)/bin/python benchmarks/all.py --jobs 2 --threads 1
+	$(VENV)/bin/python benchmarks/default_command.py --out results/default-command.md
+	$(VENV)/bin/python benchmarks/methods.py $(BENCH) --seeds 0 1 2 --out results/methods-16x256-seeds.md
+	$(VENV)/bin/python benchmarks/methods.py $(BENCH) --seeds 0 1 2 --nsamples 64 --out results/methods-64x256-seeds.md
+	$(VENV)/bin/python benchmarks/sweep.py $(BENCH) --out results/sweep.md
+	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --groups alpha,damping,issue9,act_order,residual,sequential,act_rule --out results/ablations.md
+	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --seeds 0 1 2 --groups alpha_calibration --alpha-calib-samples 64 --out results/alpha-64x256-seeds.md
+	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --seeds 0 1 2 --groups alpha_calibration --alpha-calib-samples 128 --out results/alpha-128x256-seeds.md
+	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --groups calibration --out results/ablations-calibration.md
 	$(VENV)/bin/python benchmarks/solver_speed.py --threads 1 --out results/solver_speed.md
 
 bench-quick: setup
