@@ -38,6 +38,7 @@ bench: setup
 	$(VENV)/bin/python benchmarks/default_command.py --out results/default-command.md
 	$(VENV)/bin/python benchmarks/methods.py $(BENCH) --seeds 0 1 2 --out results/methods-16x256-seeds.md
 	$(VENV)/bin/python benchmarks/methods.py $(BENCH) --seeds 0 1 2 --nsamples 64 --out results/methods-64x256-seeds.md
+	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --seeds 0 1 2 --groups alpha --out results/ablations-alpha-seeds.md
 	$(VENV)/bin/python benchmarks/sweep.py $(BENCH) --out results/sweep.md
 	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --groups alpha,damping,issue9,act_order,residual,sequential,act_rule --out results/ablations.md
 	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --seeds 0 1 2 --groups alpha_calibration --alpha-calib-samples 64 --out results/alpha-64x256-seeds.md
