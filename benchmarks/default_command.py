@@ -4,8 +4,8 @@ Runs ``duogpt prune --method M --json`` (every other option at its default: Smol
 16 x 256 calibration tokens, W50% + X50% top-k, the pruned model saved) once per method, one
 after another, each in a fresh process with torch's default threads, into a scratch runs
 directory. Wall time and peak RSS are those of the whole command (model load, pruning, the
-evaluations, saving), read from the child's own resource usage (``os.wait4``). The first
-method (``duogpt``) also measures the dense model, with and without activation sparsity.
+evaluations of the dense model with and without activation sparsity, saving), read from the
+child's own resource usage (``os.wait4``). The dense rows come from the first method's run.
 
     .venv/bin/python benchmarks/default_command.py --out results/default-command.md
 
@@ -32,10 +32,9 @@ METHODS = ("duogpt", "sparsegpt", "wanda", "magnitude")
 CLI = Path(sys.executable).with_name("duogpt")
 
 
-def run_one(method: str, runs_dir: Path, dense: bool, extra: list[str]) -> dict[str, Any]:
+def run_one(method: str, runs_dir: Path, extra: list[str]) -> dict[str, Any]:
     """One ``duogpt prune`` command: its JSON result plus ``wall_s`` and ``peak_rss_mb``."""
     command = [str(CLI), "prune", "--method", method, "--json", "--runs-dir", str(runs_dir)]
-    command += [] if dense else ["--no-eval-dense"]
     command += extra
     out, err = runs_dir / f"{method}.stdout", runs_dir / f"{method}.stderr"
     tick = time.monotonic()
@@ -101,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     session = common.Session(args.out)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="duogpt-default-") as scratch:
-        for index, method in enumerate(methods):
-            results[method] = run_one(method, Path(scratch), index == 0, args.extra)
+        for method in methods:
+            results[method] = run_one(method, Path(scratch), args.extra)
             got = results[method]
             print(
                 f"{method}: ppl {common.fmt(got.get('ppl'))}, {got['wall_s']:.0f} s, "
