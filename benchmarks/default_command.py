@@ -42,7 +42,7 @@ def run_one(method: str, runs_dir: Path, extra: list[str]) -> dict[str, Any]:
         child = subprocess.Popen(command, stdout=stdout, stderr=stderr)
         _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
     wall = time.monotonic() - tick
-    child.returncode = os.waitstatus_to_exitcode(status)
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen
     if child.returncode != 0:
         tail = err.read_text().strip()[-400:]
         raise SystemExit(f"duogpt prune --method {method} exited {child.returncode}: {tail}")
