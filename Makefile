@@ -43,6 +43,8 @@ bench: setup
 	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --groups alpha,damping,issue9,act_order,residual,sequential,act_rule --out results/ablations.md
 	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --seeds 0 1 2 --groups alpha_calibration --alpha-calib-samples 64 --out results/alpha-64x256-seeds.md
 	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --seeds 0 1 2 --groups alpha_calibration --alpha-calib-samples 128 --out results/alpha-128x256-seeds.md
+	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --seeds 0 1 2 --groups act_rule --out results/ablations-act-rule-seeds.md
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/smollm2-threshold-seeds.jsonl $(BENCH)
 	$(VENV)/bin/python benchmarks/ablations.py $(BENCH) --groups calibration --out results/ablations-calibration.md
 	$(VENV)/bin/python benchmarks/solver_speed.py --threads 1 --out results/solver_speed.md
 
