@@ -52,6 +52,7 @@ bench: setup
 bench-second-model: setup
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-16x128-seeds.jsonl $(BENCH)
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-64x128-seeds.jsonl $(BENCH)
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-16x128-threshold-seeds.jsonl $(BENCH)
 
 bench-quick: setup
 	$(VENV)/bin/python benchmarks/methods.py --quick --threads 1 --out results/methods-quick.md
