@@ -22,7 +22,7 @@ from solver.errors import RunError
 from solver.events import BlockFinished, BlockStarted, Event, LayerSolved, Note
 from solver.io import checkpoint, system
 from solver.math.activations import ActivationSparsifier
-from solver.run import estimate, layers, routed
+from solver.run import estimate, layers, routed, thresholds
 from solver.run.adapters import ModelAdapter
 from solver.run.capture import (
     BlockCall,
@@ -136,6 +136,9 @@ def prune(
         if windows is not None and every and (index + 1) % every == 0 and index + 1 < len(blocks):
             proxy = windows[: config.proxy_windows]
             yield from evaluate(run, model, adapter, proxy, protocol, "proxy", upto_block=index)
+    del dense, compressed
+    if thresholds.needs_recalibration(run):
+        yield from thresholds.recalibrate(run, model, adapter, batches)
 
 
 def thin_calibration(
@@ -225,6 +228,11 @@ def prune_block(
         timings["forward"] += time.monotonic() - tick
         # 2. compressed passes, group by group (true sequential) or all at once
         sparsifier.enabled = run.sparse_calibration
+        if run.sparse_calibration and config.act_rule == "threshold" and not config.true_sequential:
+            # all at once: every group's threshold before the one statistics pass that uses them
+            thresholds.calibrate_groups(
+                run, block, block_groups, linears, full, sparsifier, compressed, extras
+            )
         group_sets = [[g] for g in block_groups] if config.true_sequential else [list(block_groups)]
         for groups in group_sets:
             run.check_cancel()

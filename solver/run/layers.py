@@ -17,7 +17,6 @@ from torch import nn
 
 from solver.errors import RunError
 from solver.events import LayerSolved
-from solver.math.activations import calibrate_threshold
 from solver.math.masks import row_density_histogram
 from solver.math.obc import layer_errors
 from solver.math.speedup import layer_decode_costs
@@ -27,6 +26,7 @@ from solver.run.alpha import Selection, SplitStats, selects_alpha
 from solver.run.context import RunContext
 from solver.run.discovery import in_features, layer_weight
 from solver.run.methods import Method
+from solver.run.thresholds import group_threshold
 
 
 def prune_group(
@@ -64,16 +64,14 @@ def prune_group(
     tick = time.monotonic()
     head = full[group[0]]
     method = method or run.method
-    if config.act_rule == "threshold" and config.act_sparsity > 0 and (raw or run.dist is not None):
-        k = in_features(linears[group[0]])
-        flat = torch.cat([x.reshape(-1, k) for x in raw]) if raw else torch.zeros(0, k)
-        if run.dist is not None:  # a quantile is no sum: over the inputs of every rank
-            flat = run.dist.gather_rows(flat)
-        if flat.numel():
-            threshold = calibrate_threshold(flat, config.act_sparsity)
+    # the threshold rule: the group's threshold on these inputs, unless it was calibrated before
+    # the statistics pass (all at once) or borrowed (an expert slice without tokens)
+    calibrates = config.act_rule == "threshold" and config.act_sparsity > 0
+    if calibrates and (raw or run.dist is not None) and head not in run.thresholds:
+        threshold = group_threshold(run, raw, in_features(linears[group[0]]))
+        if threshold is not None:
             for name in group:
                 run.thresholds[full[name]] = threshold
-        del flat
     reads = method.reads
     collected = SplitStats(
         in_features(linears[group[0]]),

@@ -199,6 +199,10 @@ class Placement:
         if self.offloads or self.device.type != "cpu":
             move(block, HOST, back=True)  # with disk: already there (kept for the accounting)
 
+    def block_home(self, block: nn.Module) -> None:
+        """A block whose weights did not change back from a pass: as after an evaluation."""
+        self._home(block)
+
     def _home(self, block: nn.Module) -> None:
         """A block back from its part of an evaluation: to host memory, or (``disk``, weights
         unchanged) pointed back at its mapping."""

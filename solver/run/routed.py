@@ -211,7 +211,8 @@ def prune_experts(
             fell_back.append(f"{name.removeprefix(group.experts + '.')} ({tokens}: {method.name})")
         raw = record.raw.get(name, [])
         dense = record.dense.get(name, [])
-        if not raw and run.config.act_rule == "threshold" and run.config.act_sparsity > 0:
+        # tokens counts every rank's: all ranks borrow, or all calibrate together
+        if tokens == 0 and run.config.act_rule == "threshold" and run.config.act_sparsity > 0:
             _borrow_threshold(run, group, full, name)
         yield from layers.prune_group(
             run, index, (name,), linears, full, raw, dense, timings, method=method

@@ -150,8 +150,9 @@ def _ppl(events: list[Event]) -> float:
         {"method": "sparsegpt", "act_sparsity": 0.0},
         {"method": "duogpt", "act_rule": "threshold"},
         {"model": "mixtral", "act_rule": "threshold"},
+        {"method": "sparsegpt", "act_rule": "threshold"},
     ],
-    ids=["duogpt-heldout", "sparsegpt", "threshold", "mixtral-threshold"],
+    ids=["duogpt-heldout", "sparsegpt", "threshold", "mixtral-threshold", "sparsegpt-threshold"],
 )
 def test_two_ranks_prune_like_one_process(
     tmp_path: Path, changes: dict[str, object], request: pytest.FixtureRequest
