@@ -152,7 +152,8 @@ class RunConfig:
     )
     act_rule: str = option(
         "topk",
-        "Activation sparsity rule: {choices}.",
+        "Activation sparsity rule: {choices} (threshold: one magnitude threshold per layer, "
+        "fitted on the calibration text with every upstream layer's activation sparsity on).",
         "sparsity",
         choices=ACT_RULES,
         noun="activation rule",
