@@ -55,6 +55,7 @@ bench-second-model: setup
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-64x128-seeds.jsonl $(BENCH)
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-16x128-threshold-seeds.jsonl $(BENCH)
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/threshold-recalibrated.jsonl --threads 1 --jobs 2 --cache results/thresholds-recalibrated.jsonl
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-64x128-threshold-seeds.jsonl --threads 1 --jobs 2 --cache results/thresholds-recalibrated.jsonl
 
 bench-quick: setup
 	$(VENV)/bin/python benchmarks/methods.py --quick --threads 1 --out results/methods-quick.md
