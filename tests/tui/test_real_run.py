@@ -89,7 +89,8 @@ async def test_tiny_random_run_at_80x24(runs_dir: Path) -> None:
         assert str(status.content) == "finished" and status.region.width > 0
         assert "tiny-random (llama)" in str(screen.sub_title)
         layout = screen.query_one("#model-layout", Static)
-        assert layout.region.height == 1
+        # shown once the layout note has arrived and the screen has been laid out again
+        await wait_for(pilot, lambda: layout.region.height == 1)
         assert str(layout.content).startswith("llama: 2 blocks in model.layers; groups [")
         await wait_for(pilot, lambda: "pruned" in screen.query_one(PerplexityPlot).refs)
         assert screen.query_one(ErrorPlot).region.height > 5  # the page shown at 80x24
