@@ -137,8 +137,9 @@ def recalibrate(
         try:
             groups = adapter.block_groups(index)
             calibrate_groups(run, block, groups, linears, full, sparsifier, stream, calls[index])
+            last = index == len(blocks) - 1  # nothing reads the stream after the last block
             with torch.no_grad():
-                for b, states in enumerate(stream):
+                for b, states in enumerate([] if last else stream):
                     out = run_block(block, place.fetch(states), place.fetch_call(calls[index][b]))
                     stream[b] = place.keep(out)
                     del out
