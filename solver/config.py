@@ -30,7 +30,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 DAMPING_RULES = ("mean", "median", "channel")
 MASK_SCOPES = ("block", "row")
 ALPHA_SELECTIONS = ("fixed", "heldout")
-RESIDUAL_SOURCES = ("dense", "local")
+RESIDUAL_SOURCES = ("dense", "local", "upstream")
 """What DuoGPT's residual target is (:mod:`solver.run.layers`)."""
 EVAL_PLACEMENTS = ("spread", "first")
 OFFLOAD_MODES = ("none", "cpu", "disk", "auto")
@@ -256,8 +256,10 @@ class RunConfig:
     residual_source: str = option(
         "dense",
         "What DuoGPT's residual corrects: dense (the dense model's input X~: activation "
-        "sparsity and every upstream pruning error, ALGORITHM.md section 3) or local (only this "
-        "layer's own activation sparsity: the compressed stream's input before its top-k).",
+        "sparsity and every upstream pruning error, ALGORITHM.md section 3), local (only this "
+        "layer's own activation sparsity: the compressed stream's input before its top-k) or "
+        "upstream (only the upstream error: X^ + X~ - X, where X is the compressed stream's "
+        "input before its top-k).",
         "solver",
         choices=RESIDUAL_SOURCES,
         noun="residual source",

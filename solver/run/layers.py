@@ -89,11 +89,8 @@ def prune_group(
         x_active = None
         if not run.sparse_calibration and config.act_sparsity > 0:
             x_active = run.sparsify(x_raw, head)
-        # DuoGPT's residual target: the dense model's input, or (local) this layer's own input
-        # before its activation sparsity, so that only the top-k's loss is corrected
-        local = reads.mismatch and config.residual_source == "local"
-        x_target = x_raw if local else x_dense
-        collected.add(x_sparse, x_target, x_active)
+        x_target = residual_target(config.residual_source, x_sparse, x_raw, x_dense)
+        collected.add(x_sparse, x_target if reads.mismatch else x_dense, x_active)
         del x_raw, x_dense, x_sparse, x_active, x_target
     owners: dict[str, int] = {}
     if run.dist is not None:  # data parallel: the sums of every rank, onto the layers' owners
@@ -126,6 +123,25 @@ def prune_group(
         return
     for name in group:
         yield solve(name)
+
+
+def residual_target(
+    source: str, x_sparse: torch.Tensor, x_raw: torch.Tensor, x_dense: torch.Tensor
+) -> torch.Tensor:
+    """What DuoGPT's residual fits ``W' X^`` to, by ``--residual-source`` (``dX = target - X^``).
+
+    * ``dense``: the dense model's input ``X~`` (ALGORITHM.md §3): the layer's own activation
+      sparsity and every upstream pruning error.
+    * ``local``: the compressed stream's input ``X`` before its activation sparsity: only the
+      top-k's loss ``X - X^``.
+    * ``upstream``: ``X^ + (X~ - X)``: only the upstream error, carried on the kept inputs; the
+      layer's own top-k loss is left out of the fit.
+    """
+    if source == "local":
+        return x_raw
+    if source == "upstream":
+        return x_sparse + (x_dense - x_raw)
+    return x_dense
 
 
 def solve_layer(

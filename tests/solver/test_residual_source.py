@@ -3,7 +3,8 @@
 ``dense`` (the paper, ALGORITHM.md §3) fits ``W' X^`` to ``W X~``: the dense model's output, so
 the residual carries this layer's activation sparsity *and* every upstream pruning error.
 ``local`` fits it to ``W X_raw``, the compressed stream's input before this layer's top-k, so
-only the top-k's loss is corrected.
+only the top-k's loss is corrected. ``upstream`` fits it to ``W (X^ + X~ - X_raw)``: only the
+upstream error, without the top-k's loss.
 """
 
 from __future__ import annotations
@@ -73,6 +74,31 @@ def test_local_residual_without_activation_sparsity_is_sparsegpt() -> None:
     paper = pruned_ppl(base.replace(method="duogpt"))
     assert local == pytest.approx(sparsegpt, rel=1e-5)
     assert paper != pytest.approx(sparsegpt, rel=1e-5)  # the dense target still corrects
+
+
+def test_upstream_target_carries_only_the_upstream_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = TINY.replace(act_sparsity=0.5, eval_windows=0)
+    upstream = pairs(config.replace(residual_source="upstream"), monkeypatch)
+    dense = pairs(config, monkeypatch)
+    assert len(upstream) == len(dense)
+    # the first group sees no upstream pruning: nothing to correct, unlike the paper's target,
+    # which also carries the top-k's loss there
+    x_sparse, target = upstream[0]
+    assert torch.equal(target, x_sparse)
+    assert not torch.equal(dense[0][1], dense[0][0])
+    # later groups do carry an upstream error, on dropped and kept inputs alike
+    later = [target - xs for xs, target in upstream[1:]]
+    assert any(bool((dx[xs != 0].abs() > 0).any()) for dx, (xs, _) in zip(later, upstream[1:]))
+    assert max(float(dx.abs().max()) for dx in later) > 0
+
+
+def test_upstream_without_activation_sparsity_is_the_paper() -> None:
+    """No top-k: ``X^ = X_raw``, so the upstream target is the dense model's input."""
+    base = TINY.replace(act_sparsity=0.0, method="duogpt")
+    upstream = pruned_ppl(base.replace(residual_source="upstream"))
+    assert upstream == pytest.approx(pruned_ppl(base), rel=1e-6)
 
 
 def test_an_unknown_residual_source_is_one_line() -> None:
