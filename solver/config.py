@@ -30,7 +30,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 DAMPING_RULES = ("mean", "median", "channel")
 MASK_SCOPES = ("block", "row")
 ALPHA_SELECTIONS = ("fixed", "heldout")
-RESIDUAL_SOURCES = ("dense", "local", "upstream")
+RESIDUAL_SOURCES = ("dense", "local", "upstream", "sparse-dense")
 """What DuoGPT's residual target is (:mod:`solver.run.layers`)."""
 EVAL_PLACEMENTS = ("spread", "first")
 OFFLOAD_MODES = ("none", "cpu", "disk", "auto")
@@ -259,7 +259,8 @@ class RunConfig:
         "sparsity and every upstream pruning error, ALGORITHM.md section 3), local (only this "
         "layer's own activation sparsity: the compressed stream's input before its top-k) or "
         "upstream (only the upstream error: X^ + X~ - X, where X is the compressed stream's "
-        "input before its top-k).",
+        "input before its top-k) or sparse-dense (X~ with this layer's activation sparsity: the "
+        "dense model with activation sparsity as the teacher).",
         "solver",
         choices=RESIDUAL_SOURCES,
         noun="residual source",

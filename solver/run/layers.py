@@ -90,6 +90,8 @@ def prune_group(
         if not run.sparse_calibration and config.act_sparsity > 0:
             x_active = run.sparsify(x_raw, head)
         x_target = residual_target(config.residual_source, x_sparse, x_raw, x_dense)
+        if reads.mismatch and config.residual_source == "sparse-dense":
+            x_target = run.sparsify(x_dense, head)
         collected.add(x_sparse, x_target if reads.mismatch else x_dense, x_active)
         del x_raw, x_dense, x_sparse, x_active, x_target
     owners: dict[str, int] = {}
@@ -136,6 +138,8 @@ def residual_target(
       top-k's loss ``X - X^``.
     * ``upstream``: ``X^ + (X~ - X)``: only the upstream error, carried on the kept inputs; the
       layer's own top-k loss is left out of the fit.
+    * ``sparse-dense``: ``X~`` with this layer's activation sparsity applied (the caller does it,
+      with the run's rule): the dense model with activation sparsity is the teacher.
     """
     if source == "local":
         return x_raw

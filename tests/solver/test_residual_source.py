@@ -101,6 +101,19 @@ def test_upstream_without_activation_sparsity_is_the_paper() -> None:
     assert upstream == pytest.approx(pruned_ppl(base), rel=1e-6)
 
 
+def test_sparse_dense_target_is_the_dense_input_after_its_top_k(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = TINY.replace(act_sparsity=0.5, eval_windows=0)
+    teacher = pairs(config.replace(residual_source="sparse-dense"), monkeypatch)
+    assert teacher
+    for x_sparse, target in teacher:  # both halves zero: per token, the same count as X^
+        assert torch.equal((target == 0).sum(-1), (x_sparse == 0).sum(-1))
+    x_sparse, target = teacher[0]  # block 0: no upstream pruning, so nothing to correct
+    assert torch.equal(target, x_sparse)
+    assert any(not torch.equal(xs, target) for xs, target in teacher[1:])
+
+
 def test_an_unknown_residual_source_is_one_line() -> None:
     from solver.errors import InputError
 
