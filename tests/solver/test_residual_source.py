@@ -50,18 +50,27 @@ def pairs(config: RunConfig, monkeypatch: pytest.MonkeyPatch) -> list[tuple[torc
     return seen
 
 
+SPARSE = TINY.replace(act_sparsity=0.5, eval_windows=0)
+"""The tiny-random run at X50%, without its evaluation."""
+
+
+def targets(source: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[torch.Tensor, ...]]:
+    """Every ``(X^, residual target)`` batch of a :data:`SPARSE` run with one residual source."""
+    seen = pairs(SPARSE.replace(residual_source=source), monkeypatch)
+    assert seen
+    return seen
+
+
 def test_local_target_is_the_layer_input_before_its_top_k(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = TINY.replace(act_sparsity=0.5, eval_windows=0)
-    local = pairs(config.replace(residual_source="local"), monkeypatch)
-    assert local
+    local = targets("local", monkeypatch)
     for x_sparse, target in local:  # X^ is the top-k of the target: equal where it is kept
         kept = x_sparse != 0
         assert torch.equal(x_sparse[kept], target[kept])
         assert (target != 0).sum() > kept.sum()
     # the paper's target differs from it beyond the top-k once upstream layers are pruned
-    dense = pairs(config, monkeypatch)
+    dense = targets("dense", monkeypatch)
     assert len(dense) == len(local)
     assert any(not torch.equal(xs[xs != 0], xd[xs != 0]) for xs, xd in dense)
 
@@ -79,9 +88,8 @@ def test_local_residual_without_activation_sparsity_is_sparsegpt() -> None:
 def test_upstream_target_carries_only_the_upstream_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = TINY.replace(act_sparsity=0.5, eval_windows=0)
-    upstream = pairs(config.replace(residual_source="upstream"), monkeypatch)
-    dense = pairs(config, monkeypatch)
+    upstream = targets("upstream", monkeypatch)
+    dense = targets("dense", monkeypatch)
     assert len(upstream) == len(dense)
     # the first group sees no upstream pruning: nothing to correct, unlike the paper's target,
     # which also carries the top-k's loss there
@@ -104,9 +112,7 @@ def test_upstream_without_activation_sparsity_is_the_paper() -> None:
 def test_sparse_dense_target_is_the_dense_input_after_its_top_k(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = TINY.replace(act_sparsity=0.5, eval_windows=0)
-    teacher = pairs(config.replace(residual_source="sparse-dense"), monkeypatch)
-    assert teacher
+    teacher = targets("sparse-dense", monkeypatch)
     for x_sparse, target in teacher:  # both halves zero: per token, the same count as X^
         assert torch.equal((target == 0).sum(-1), (x_sparse == 0).sum(-1))
     x_sparse, target = teacher[0]  # block 0: no upstream pruning, so nothing to correct
