@@ -56,6 +56,10 @@ bench-second-model: setup
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-16x128-threshold-seeds.jsonl $(BENCH)
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/threshold-recalibrated.jsonl --threads 1 --jobs 2 --cache results/thresholds-recalibrated.jsonl
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-64x128-threshold-seeds.jsonl --threads 1 --jobs 2 --cache results/thresholds-recalibrated.jsonl
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-residual-damping-seeds.jsonl $(BENCH)
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/residual-upstream-screen.jsonl $(BENCH)
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/residual-teacher-screen.jsonl $(BENCH)
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-64x128-ridge-screen.jsonl $(BENCH)
 
 bench-quick: setup
 	$(VENV)/bin/python benchmarks/methods.py --quick --threads 1 --out results/methods-quick.md
