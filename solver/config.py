@@ -257,7 +257,7 @@ class RunConfig:
         "dense",
         "What DuoGPT's residual corrects: dense (the dense model's input X~: activation "
         "sparsity and every upstream pruning error, ALGORITHM.md section 3), local (only this "
-        "layer's own activation sparsity: the compressed stream's input before its top-k) or "
+        "layer's own activation sparsity: the compressed stream's input before its top-k), "
         "upstream (only the upstream error: X^ + X~ - X, where X is the compressed stream's "
         "input before its top-k) or sparse-dense (X~ with this layer's activation sparsity: the "
         "dense model with activation sparsity as the teacher).",

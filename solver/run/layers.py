@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -89,10 +89,12 @@ def prune_group(
         x_active = None
         if not run.sparse_calibration and config.act_sparsity > 0:
             x_active = run.sparsify(x_raw, head)
-        x_target = residual_target(config.residual_source, x_sparse, x_raw, x_dense)
-        if reads.mismatch and config.residual_source == "sparse-dense":
-            x_target = run.sparsify(x_dense, head)
-        collected.add(x_sparse, x_target if reads.mismatch else x_dense, x_active)
+        x_target = x_dense  # DuoGPT's residual target, by --residual-source
+        if reads.mismatch:
+            x_target = residual_target(
+                config.residual_source, x_sparse, x_raw, x_dense, lambda x: run.sparsify(x, head)
+            )
+        collected.add(x_sparse, x_target, x_active)
         del x_raw, x_dense, x_sparse, x_active, x_target
     owners: dict[str, int] = {}
     if run.dist is not None:  # data parallel: the sums of every rank, onto the layers' owners
@@ -128,7 +130,11 @@ def prune_group(
 
 
 def residual_target(
-    source: str, x_sparse: torch.Tensor, x_raw: torch.Tensor, x_dense: torch.Tensor
+    source: str,
+    x_sparse: torch.Tensor,
+    x_raw: torch.Tensor,
+    x_dense: torch.Tensor,
+    sparsify: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """What DuoGPT's residual fits ``W' X^`` to, by ``--residual-source`` (``dX = target - X^``).
 
@@ -138,13 +144,15 @@ def residual_target(
       top-k's loss ``X - X^``.
     * ``upstream``: ``X^ + (X~ - X)``: only the upstream error, carried on the kept inputs; the
       layer's own top-k loss is left out of the fit.
-    * ``sparse-dense``: ``X~`` with this layer's activation sparsity applied (the caller does it,
-      with the run's rule): the dense model with activation sparsity is the teacher.
+    * ``sparse-dense``: ``sparsify(X~)``, ``X~`` with this layer's activation sparsity (the
+      run's rule): the dense model with activation sparsity is the teacher.
     """
     if source == "local":
         return x_raw
     if source == "upstream":
         return x_sparse + (x_dense - x_raw)
+    if source == "sparse-dense":
+        return sparsify(x_dense)
     return x_dense
 
 

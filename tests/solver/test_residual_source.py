@@ -4,7 +4,8 @@
 the residual carries this layer's activation sparsity *and* every upstream pruning error.
 ``local`` fits it to ``W X_raw``, the compressed stream's input before this layer's top-k, so
 only the top-k's loss is corrected. ``upstream`` fits it to ``W (X^ + X~ - X_raw)``: only the
-upstream error, without the top-k's loss.
+upstream error, without the top-k's loss. ``sparse-dense`` fits it to ``W topk(X~)``: the dense
+model with activation sparsity is the teacher.
 """
 
 from __future__ import annotations
