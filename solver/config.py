@@ -31,6 +31,7 @@ DAMPING_RULES = ("mean", "median", "channel")
 MASK_SCOPES = ("block", "row")
 ALPHA_SELECTIONS = ("fixed", "heldout")
 RESIDUAL_SOURCES = ("dense", "local", "upstream", "sparse-dense")
+RESIDUAL_FITS = ("full", "channel")
 """What DuoGPT's residual target is (:mod:`solver.run.layers`)."""
 EVAL_PLACEMENTS = ("spread", "first")
 OFFLOAD_MODES = ("none", "cpu", "disk", "auto")
@@ -264,6 +265,15 @@ class RunConfig:
         "solver",
         choices=RESIDUAL_SOURCES,
         noun="residual source",
+    )
+    residual_fit: str = option(
+        "full",
+        "How DuoGPT fits its residual: full (the least-squares map of every input onto the "
+        "target, ALGORITHM.md section 4) or channel (one gain per input channel, G_jj / H_jj: "
+        "each weight column is rescaled before a SparseGPT sweep, k numbers instead of k^2).",
+        "solver",
+        choices=RESIDUAL_FITS,
+        noun="residual fit",
     )
     damping: float = option(
         0.3,

@@ -27,6 +27,7 @@ from solver.math.masks import prune_count, rowwise_smallest_mask, smallest_mask
 from solver.math.stats import LayerStats
 
 RESIDUAL_VARIANTS = ("original", "pruned")
+RESIDUAL_FITS = ("full", "channel")
 MASK_SCOPES = ("block", "row")
 
 
@@ -186,6 +187,29 @@ def _strict_upper_times_upper(Qs: Tensor, U: Tensor) -> Tensor:
     return D
 
 
+def channel_gains(G_diag: Tensor, H: Tensor, ridge: float, rule: str = "mean") -> Tensor:
+    """Per input channel, the least-squares gain of the mismatch on the sparse input.
+
+    ``gain_j = <d_j, x^_j> / (||x^_j||^2 + ridge)``: ``G_jj`` over ``H_jj`` damped by ``ridge``
+    under ``rule`` (:func:`damp`). ``W diag(1 + alpha gain)`` is then the best residual target
+    that scales each input of ``X^`` on its own: ``k`` numbers fitted from the calibration
+    tokens, where the full fit (§4) has ``k^2``.
+
+    Args:
+        G_diag: length ``k``, ``diag(dX X^T) / m``.
+        H: ``k x k``, ``X^ X^T / m`` (undamped; only its diagonal and, for ``mean`` or
+            ``median``, its scale are read).
+        ridge: relative damping of the denominators.
+        rule: what ``ridge`` is relative to (``mean``, ``median`` or ``channel``).
+    """
+    diag = torch.diagonal(H)
+    if rule == "channel":
+        den = diag * (1 + ridge) + 1e-6 * diag.mean()
+    else:
+        den = diag + ridge * damping_scale(H, rule)
+    return G_diag / den.clamp_min(torch.finfo(den.dtype).tiny)
+
+
 def column_losses(
     w: Tensor, p: int, U: Tensor, terms: ResidualTerms | None = None, alpha: float = 0.0
 ) -> tuple[Tensor, Tensor]:
@@ -281,6 +305,7 @@ def prune_obc(
     damping_rule: str = "mean",
     mask_scope: str = "block",
     residual_damping: float = 0.0,
+    residual_fit: str = "full",
 ) -> SolveResult:
     """Prune one layer with DuoGPT (ALGORITHM.md §5, Algorithm 1); SparseGPT when ``alpha = 0``.
 
@@ -308,6 +333,10 @@ def prune_obc(
         mask_scope: unstructured masks compare scores over the whole ``n x B`` block
             (``block``, SparseGPT) or within each row of it (``row``: every row loses the same
             count, as Wanda compares within each output).
+        residual_fit: ``full``: the residual is the least-squares map of every input onto
+            ``W dX`` (§4, the ``D`` terms); ``channel``: one gain per input channel,
+            ``G_jj / H_jj`` (ridged like the full fit): each column of ``W`` is scaled by
+            ``1 + alpha * gain`` and a SparseGPT sweep follows (:func:`channel_gains`).
 
     Returns:
         The pruned weight (same shape/dtype/device as ``weight``), the mask, and the damping used.
@@ -324,6 +353,8 @@ def prune_obc(
         raise ValueError(f"H has shape {tuple(H.shape)}, expected ({k}, {k})")
     if mask_scope not in MASK_SCOPES:
         raise ValueError(f"unknown mask scope {mask_scope!r}: use block or row")
+    if residual_fit not in RESIDUAL_FITS:
+        raise ValueError(f"unknown residual fit {residual_fit!r}: use full or channel")
     if residual_variant not in RESIDUAL_VARIANTS:
         raise ValueError(f"unknown residual variant {residual_variant!r}: use original or pruned")
     if not 0 <= sparsity <= 1:
@@ -366,6 +397,14 @@ def prune_obc(
             W, Hw = W[:, perm], Hw[perm][:, perm]
         # 3.-4. damping + U, with retries
         U, used_damping, retries = _factorise(Hw, damping, max_retries, damping_rule)
+        ridge = max(residual_damping, used_damping)
+        if use_residual and residual_fit == "channel":
+            # 5'. one gain per input channel: the residual is folded into W, then SparseGPT
+            assert G is not None
+            Gd = torch.diagonal(G.detach()).to(device=device, dtype=dtype)
+            gains = channel_gains(Gd if perm is None else Gd[perm], Hw, ridge, damping_rule)
+            W.mul_(1 + alpha * gains.masked_fill(dead if perm is None else dead[perm], 0))
+            use_residual = False
         U_res = U  # the residual terms' factor: more damping when residual_damping says so
         if use_residual and residual_damping > used_damping:
             U_res = _factorise(Hw, residual_damping, max_retries, damping_rule)[0]
