@@ -12,7 +12,7 @@ import torch
 
 from solver.math.activations import topk_sparsify
 from solver.math.obc import channel_gains, prune_obc
-from tests.solver.test_obc import _problem, _stats
+from tests.solver.test_obc import _problem, _Solve, _stats
 from tests.solver.test_residual_source import TINY, pruned_ppl
 
 F64 = torch.float64
@@ -76,7 +76,7 @@ def test_without_pruning_the_weight_is_only_rescaled() -> None:
 def test_the_channel_fit_is_sparsegpt_on_the_rescaled_weight(act_order: bool) -> None:
     weight, x_sparse, x_dense = _upstream_problem(6, n=10, k=24, m=200)
     stats = _stats(x_sparse, x_dense)
-    common = dict(sparsity=0.5, block_size=8, act_order=act_order, damping=0.3)
+    common = _Solve(sparsity=0.5, block_size=8, act_order=act_order, damping=0.3)
     duo = prune_obc(
         weight, stats.H, G=stats.G, g=stats.g, alpha=0.25, residual_fit="channel",
         residual_damping=0.0, damping_rule="channel", **common,
