@@ -31,7 +31,6 @@ DAMPING_RULES = ("mean", "median", "channel")
 MASK_SCOPES = ("block", "row")
 ALPHA_SELECTIONS = ("fixed", "heldout")
 RESIDUAL_SOURCES = ("dense", "local", "upstream", "sparse-dense")
-RESIDUAL_FITS = ("full", "channel")
 """What DuoGPT's residual target is (:mod:`solver.run.layers`)."""
 EVAL_PLACEMENTS = ("spread", "first")
 OFFLOAD_MODES = ("none", "cpu", "disk", "auto")
@@ -266,14 +265,13 @@ class RunConfig:
         choices=RESIDUAL_SOURCES,
         noun="residual source",
     )
-    residual_fit: str = option(
-        "full",
-        "How DuoGPT fits its residual: full (the least-squares map of every input onto the "
-        "target, ALGORITHM.md section 4) or channel (one gain per input channel, G_jj / H_jj: "
-        "each weight column is rescaled before a SparseGPT sweep, k numbers instead of k^2).",
+    channel_alpha: float = option(
+        0.0,
+        "DuoGPT's per-channel residual: scale each input column of W by 1 + channel_alpha x "
+        "G_jj / H_jj (the channel's own least-squares gain, ridged by --residual-damping) "
+        "before the solve; --alpha then fits what is left. 0 = off.",
         "solver",
-        choices=RESIDUAL_FITS,
-        noun="residual fit",
+        bounds=Bounds(0),
     )
     damping: float = option(
         0.3,

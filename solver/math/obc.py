@@ -27,7 +27,6 @@ from solver.math.masks import prune_count, rowwise_smallest_mask, smallest_mask
 from solver.math.stats import LayerStats
 
 RESIDUAL_VARIANTS = ("original", "pruned")
-RESIDUAL_FITS = ("full", "channel")
 MASK_SCOPES = ("block", "row")
 
 
@@ -191,9 +190,11 @@ def channel_gains(G_diag: Tensor, H: Tensor, ridge: float, rule: str = "mean") -
     """Per input channel, the least-squares gain of the mismatch on the sparse input.
 
     ``gain_j = <d_j, x^_j> / (||x^_j||^2 + ridge)``: ``G_jj`` over ``H_jj`` damped by ``ridge``
-    under ``rule`` (:func:`damp`). ``W diag(1 + alpha gain)`` is then the best residual target
-    that scales each input of ``X^`` on its own: ``k`` numbers fitted from the calibration
-    tokens, where the full fit (§4) has ``k^2``.
+    under ``rule`` (:func:`damp`). ``W diag(1 + gain)`` is then the best approximation of the
+    residual target that scales each input of ``X^`` on its own: ``k`` numbers fitted from the
+    calibration tokens, where the full fit (§4) has ``k^2``. Only the upstream error moves a
+    gain: the top-k loss alone leaves ``G_jj = 0`` (a kept input equals the dense one, a
+    dropped one is zero in ``X^``).
 
     Args:
         G_diag: length ``k``, ``diag(dX X^T) / m``.
@@ -208,6 +209,26 @@ def channel_gains(G_diag: Tensor, H: Tensor, ridge: float, rule: str = "mean") -
     else:
         den = diag + ridge * damping_scale(H, rule)
     return G_diag / den.clamp_min(torch.finfo(den.dtype).tiny)
+
+
+def after_fold(G: Tensor, g: Tensor, H: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """``G`` and ``g`` of the mismatch left once ``W`` is scaled to ``W S`` (``S = diag(scale)``).
+
+    ``W X~ - W S X^ = W S dX'`` with ``dX' = S^-1 X~ - X^ = (S^-1 - I) X^ + S^-1 dX``, so
+    ``G' = dX' X^T / m = S^-1 (H + G) - H`` and
+    ``g'_p = (1/s_p - 1)^2 H_pp + 2 (1/s_p - 1) (1/s_p) G_pp + g_p / s_p^2``.
+
+    Args:
+        G: ``k x k``, ``dX X^T / m``; g: its ``rowsum(dX * dX) / m``; H: ``X^ X^T / m``
+            (undamped); scale: length ``k``, the column scales of ``W``.
+    """
+    inv = (1 / scale).reshape(-1, 1)
+    G_diag = torch.diagonal(G).clone()
+    H_diag = torch.diagonal(H).clone()
+    G_left = (H + G) * inv - H
+    i1 = inv.reshape(-1)
+    g_left = (i1 - 1) ** 2 * H_diag + 2 * (i1 - 1) * i1 * G_diag + i1 * i1 * g
+    return G_left, g_left
 
 
 def column_losses(
@@ -305,7 +326,7 @@ def prune_obc(
     damping_rule: str = "mean",
     mask_scope: str = "block",
     residual_damping: float = 0.0,
-    residual_fit: str = "full",
+    channel_alpha: float = 0.0,
 ) -> SolveResult:
     """Prune one layer with DuoGPT (ALGORITHM.md §5, Algorithm 1); SparseGPT when ``alpha = 0``.
 
@@ -333,10 +354,11 @@ def prune_obc(
         mask_scope: unstructured masks compare scores over the whole ``n x B`` block
             (``block``, SparseGPT) or within each row of it (``row``: every row loses the same
             count, as Wanda compares within each output).
-        residual_fit: ``full``: the residual is the least-squares map of every input onto
-            ``W dX`` (§4, the ``D`` terms); ``channel``: one gain per input channel,
-            ``G_jj / H_jj`` (ridged like the full fit): each column of ``W`` is scaled by
-            ``1 + alpha * gain`` and a SparseGPT sweep follows (:func:`channel_gains`).
+        channel_alpha: the scale of the per-channel part of the residual (0 = none). Before
+            the solve, each column ``j`` of ``W`` is scaled by ``1 + channel_alpha * gain_j``,
+            ``gain_j = G_jj / H_jj`` ridged like the residual (:func:`channel_gains`); the full
+            fit (``alpha``) then corrects the mismatch that is left (:func:`after_fold`). With
+            ``alpha = 0`` it is SparseGPT's sweep on the rescaled weight.
 
     Returns:
         The pruned weight (same shape/dtype/device as ``weight``), the mask, and the damping used.
@@ -353,8 +375,6 @@ def prune_obc(
         raise ValueError(f"H has shape {tuple(H.shape)}, expected ({k}, {k})")
     if mask_scope not in MASK_SCOPES:
         raise ValueError(f"unknown mask scope {mask_scope!r}: use block or row")
-    if residual_fit not in RESIDUAL_FITS:
-        raise ValueError(f"unknown residual fit {residual_fit!r}: use full or channel")
     if residual_variant not in RESIDUAL_VARIANTS:
         raise ValueError(f"unknown residual variant {residual_variant!r}: use original or pruned")
     if not 0 <= sparsity <= 1:
@@ -362,12 +382,13 @@ def prune_obc(
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     use_residual = G is not None and alpha != 0
-    if use_residual:
+    fold = G is not None and channel_alpha != 0
+    if use_residual or fold:
         assert G is not None
         if G.shape != (k, k):
             raise ValueError(f"G has shape {tuple(G.shape)}, expected ({k}, {k})")
-        if g is None or g.shape != (k,):
-            raise ValueError(f"g (length {k}) is required together with G")
+    if use_residual and (g is None or g.shape != (k,)):
+        raise ValueError(f"g (length {k}) is required together with G")
     if nm is not None:
         if not 0 < nm[0] < nm[1]:
             raise ValueError(f"N:M needs 0 < N < M, got {nm[0]}:{nm[1]}")
@@ -397,14 +418,17 @@ def prune_obc(
             W, Hw = W[:, perm], Hw[perm][:, perm]
         # 3.-4. damping + U, with retries
         U, used_damping, retries = _factorise(Hw, damping, max_retries, damping_rule)
-        ridge = max(residual_damping, used_damping)
-        if use_residual and residual_fit == "channel":
-            # 5'. one gain per input channel: the residual is folded into W, then SparseGPT
+        scale = H_fold = None
+        if fold:
+            # 5'. the per-channel part of the residual, folded into W
             assert G is not None
             Gd = torch.diagonal(G.detach()).to(device=device, dtype=dtype)
+            ridge = max(residual_damping, used_damping)
             gains = channel_gains(Gd if perm is None else Gd[perm], Hw, ridge, damping_rule)
-            W.mul_(1 + alpha * gains.masked_fill(dead if perm is None else dead[perm], 0))
-            use_residual = False
+            scale = 1 + channel_alpha * gains.masked_fill(dead if perm is None else dead[perm], 0)
+            W.mul_(scale)
+            if use_residual:
+                H_fold = Hw.clone()
         U_res = U  # the residual terms' factor: more damping when residual_damping says so
         if use_residual and residual_damping > used_damping:
             U_res = _factorise(Hw, residual_damping, max_retries, damping_rule)[0]
@@ -417,6 +441,10 @@ def prune_obc(
             gw = g.detach().to(device=device, dtype=dtype)
             if perm is not None:
                 Gw, gw = Gw[perm][:, perm], gw[perm]
+            if H_fold is not None:
+                assert scale is not None
+                Gw, gw = after_fold(Gw, gw, H_fold, scale)
+                del H_fold
             terms = residual_terms(Gw, gw, U_res)
             del Gw
             Dm, extra = alpha * terms.D, terms.extra(alpha)

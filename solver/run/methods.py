@@ -121,7 +121,7 @@ def _obs(weight: Tensor, stats: LayerStats, config: RunConfig, alpha: float | No
         damping_rule=config.damping_rule,
         mask_scope=config.mask_scope,
         residual_damping=config.residual_damping,
-        residual_fit=config.residual_fit,
+        channel_alpha=config.channel_alpha,
     )
 
 

@@ -1,8 +1,9 @@
-"""``--residual-fit channel``: DuoGPT's residual as one gain per input channel.
+"""``--channel-alpha``: the per-channel part of DuoGPT's residual.
 
-The full fit (ALGORITHM.md §4) maps every input of ``X^`` onto the residual target ``W dX``
-(``k^2`` numbers per layer, from the calibration tokens). The channel fit keeps only each
-input's own least-squares gain ``G_jj / H_jj``, folds it into ``W`` and runs SparseGPT's sweep.
+The full fit (ALGORITHM.md §4, ``--alpha``) maps every input of ``X^`` onto the residual target
+``W dX`` (``k^2`` numbers per layer, from the calibration tokens). The channel part keeps only
+each input's own least-squares gain ``G_jj / H_jj``, folded into ``W`` before the solve; the
+full fit, when on, then corrects the mismatch that is left.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from solver.math.activations import topk_sparsify
-from solver.math.obc import channel_gains, prune_obc
+from solver.math.obc import after_fold, channel_gains, prune_obc
 from tests.solver.test_obc import _problem, _Solve, _stats
 from tests.solver.test_residual_source import TINY, pruned_ppl
 
@@ -65,20 +66,20 @@ def test_without_pruning_the_weight_is_only_rescaled() -> None:
     weight, x_sparse, x_dense = _upstream_problem(5, n=8, k=16, m=200)
     stats = _stats(x_sparse, x_dense)
     out = prune_obc(
-        weight, stats.H, G=stats.G, g=stats.g, alpha=0.5, sparsity=0.0,
-        residual_fit="channel", residual_damping=1.0, damping_rule="channel", damping=0.3,
+        weight, stats.H, G=stats.G, g=stats.g, alpha=0.0, channel_alpha=0.5, sparsity=0.0,
+        residual_damping=1.0, damping_rule="channel", damping=0.3,
     )  # fmt: skip
     gains = channel_gains(torch.diagonal(stats.G), stats.H, 1.0, "channel")
     torch.testing.assert_close(out.weight, weight * (1 + 0.5 * gains), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("act_order", [False, True])
-def test_the_channel_fit_is_sparsegpt_on_the_rescaled_weight(act_order: bool) -> None:
+def test_the_channel_fold_alone_is_sparsegpt_on_the_rescaled_weight(act_order: bool) -> None:
     weight, x_sparse, x_dense = _upstream_problem(6, n=10, k=24, m=200)
     stats = _stats(x_sparse, x_dense)
     common = _Solve(sparsity=0.5, block_size=8, act_order=act_order, damping=0.3)
     duo = prune_obc(
-        weight, stats.H, G=stats.G, g=stats.g, alpha=0.25, residual_fit="channel",
+        weight, stats.H, G=stats.G, g=stats.g, alpha=0.0, channel_alpha=0.25,
         residual_damping=0.0, damping_rule="channel", **common,
     )  # fmt: skip
     gains = channel_gains(torch.diagonal(stats.G), stats.H, 0.3, "channel")
@@ -89,7 +90,7 @@ def test_the_channel_fit_is_sparsegpt_on_the_rescaled_weight(act_order: bool) ->
     assert not torch.allclose(full.weight, duo.weight)
 
 
-def test_the_channel_fit_lowers_the_dual_sparse_objective() -> None:
+def test_the_channel_fold_lowers_the_dual_sparse_objective() -> None:
     """Against SparseGPT on the sparse statistics (alpha 0), the fitted gains bring ``W' X^``
     closer to the dense model's output ``W X~`` on the calibration tokens."""
     weight, x_sparse, x_dense = _upstream_problem(7, n=16, k=32, m=800)
@@ -97,27 +98,46 @@ def test_the_channel_fit_lowers_the_dual_sparse_objective() -> None:
     errors = {}
     for alpha in (0.0, 1.0):
         new = prune_obc(
-            weight, stats.H, G=stats.G, g=stats.g, alpha=alpha, sparsity=0.5,
-            residual_fit="channel", damping=0.01,
+            weight, stats.H, G=stats.G, g=stats.g, alpha=0.0, channel_alpha=alpha,
+            sparsity=0.5, damping=0.01,
         ).weight  # fmt: skip
         errors[alpha] = float((new @ x_sparse - weight @ x_dense).pow(2).sum())
     assert errors[1.0] < errors[0.0]
 
 
-def test_an_unknown_residual_fit_is_one_line() -> None:
-    from solver.errors import InputError
-
-    with pytest.raises(InputError, match="unknown residual fit 'x'"):
-        TINY.replace(residual_fit="x").validate()
-    weight, x_sparse, x_dense = _upstream_problem(8, n=4, k=8, m=40)
+def test_after_fold_gives_the_statistics_of_the_mismatch_left() -> None:
+    """``W X~ - W S X^ = W S dX'`` with ``dX' = S^-1 X~ - X^``: the returned ``G`` and ``g``
+    are those of ``dX'``, computed from the tokens."""
+    _, x_sparse, x_dense = _upstream_problem(9, k=12, m=300)
     stats = _stats(x_sparse, x_dense)
-    with pytest.raises(ValueError, match="unknown residual fit"):
-        prune_obc(weight, stats.H, G=stats.G, g=stats.g, alpha=0.5, residual_fit="x")
+    scale = 1 + 0.3 * torch.rand(12, generator=torch.Generator().manual_seed(0), dtype=F64)
+    G_left, g_left = after_fold(stats.G, stats.g, stats.H, scale)
+    left = _stats(x_sparse, x_dense / scale.reshape(-1, 1))  # dX' = S^-1 X~ - X^
+    torch.testing.assert_close(G_left, left.G, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(g_left, left.g, rtol=1e-9, atol=1e-12)
 
 
-def test_a_run_with_the_channel_fit_differs_from_the_full_fit() -> None:
+def test_the_full_fit_on_top_of_the_channel_fold_lowers_the_objective_further() -> None:
+    """``--channel-alpha`` with ``--alpha``: the full fit corrects what the fold left, so
+    ``W' X^`` comes closer to ``W X~`` than with the fold alone or the full fit alone."""
+    weight, x_sparse, x_dense = _upstream_problem(10, n=16, k=32, m=800)
+    stats = _stats(x_sparse, x_dense)
+
+    def error(alpha: float, channel_alpha: float) -> float:
+        new = prune_obc(
+            weight, stats.H, G=stats.G, g=stats.g, alpha=alpha, channel_alpha=channel_alpha,
+            sparsity=0.5, damping=0.01, block_size=8,
+        ).weight  # fmt: skip
+        return float((new @ x_sparse - weight @ x_dense).pow(2).sum())
+
+    both = error(0.5, 1.0)
+    assert both < error(0.0, 1.0)
+    assert both < error(0.5, 0.0)
+
+
+def test_a_run_with_the_channel_fold_differs() -> None:
     base = TINY.replace(act_sparsity=0.5, method="duogpt", alpha=0.5)
-    full, channel = (pruned_ppl(base.replace(residual_fit=f)) for f in ("full", "channel"))
-    zero = pruned_ppl(base.replace(alpha=0.0, residual_fit="channel"))
-    assert channel != pytest.approx(full, rel=1e-6)
-    assert channel != pytest.approx(zero, rel=1e-6)
+    full, both = (pruned_ppl(base.replace(channel_alpha=c)) for c in (0.0, 0.5))
+    channel = pruned_ppl(base.replace(alpha=0.0, channel_alpha=0.5))
+    zero = pruned_ppl(base.replace(alpha=0.0))
+    assert len({round(p, 6) for p in (full, both, channel, zero)}) == 4
