@@ -60,6 +60,9 @@ bench-second-model: setup
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/residual-upstream-screen.jsonl $(BENCH)
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/residual-teacher-screen.jsonl $(BENCH)
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-64x128-ridge-screen.jsonl $(BENCH)
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/residual-channel-screen.jsonl $(BENCH)
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/residual-channel-seeds.jsonl $(BENCH)
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/channel-fold-screen.jsonl $(BENCH)
 
 bench-quick: setup
 	$(VENV)/bin/python benchmarks/methods.py --quick --threads 1 --out results/methods-quick.md
