@@ -1,6 +1,6 @@
 """Solver speed and memory (issue 4 item 4).
 
-1. Per-layer solve time of DuoGPT (both residual fits) vs SparseGPT on identical random
+1. Per-layer solve time of DuoGPT (three residual fits) vs SparseGPT on identical random
    statistics, with the product's default solve options, for SmolLM2's layer shapes (576x576,
    1536x576, 576x1536; n x k) and synthetic 4096x4096, 11008x4096 (full only). Target (issue
    14): DuoGPT <= 1.2x SparseGPT.
