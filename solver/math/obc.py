@@ -428,7 +428,7 @@ def prune_obc(
             scale = 1 + channel_alpha * gains.masked_fill(dead if perm is None else dead[perm], 0)
             W.mul_(scale)
             if use_residual:
-                H_fold = Hw.clone()
+                H_fold = Hw  # not modified below (damp copies), so no clone
         U_res = U  # the residual terms' factor: more damping when residual_damping says so
         if use_residual and residual_damping > used_damping:
             U_res = _factorise(Hw, residual_damping, max_retries, damping_rule)[0]
