@@ -2,7 +2,8 @@
 
 A small helper for exploratory runs: each line is a RunConfig overlay on the second-model
 protocol of :mod:`benchmarks.second_model` (or on the default protocol with ``"base": "smollm2"``);
-finished runs land in ``--cache`` and are not run again.
+``"calib": "jargon"`` calibrates on the first half of the evaluated Jargon File. Finished runs
+land in ``--cache`` and are not run again.
 
     .venv/bin/python benchmarks/run_queue.py runs.jsonl \
         --cache results/second_model-experiments.jsonl
@@ -32,6 +33,8 @@ def main() -> None:
         overlay = json.loads(line)
         base = common.FULL if overlay.pop("base", "qwen") == "smollm2" else second_model.QWEN
         config = {**base, "eval_dense": False, **overlay}
+        if config.get("calib") == "jargon":  # the second model's text, wherever it was fetched
+            config["calib"] = str(second_model.TEXT)
         runs.append((json.dumps(overlay, sort_keys=True), config))
     results = common.run_from_args(runs, args)
     for label, _config, summary in results:
