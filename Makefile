@@ -22,7 +22,7 @@ run: setup
 	$(VENV)/bin/duogpt-tui
 
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2
 
 lint: setup
 	$(VENV)/bin/ruff check duogpt_tui solver screens tests benchmarks

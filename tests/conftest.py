@@ -21,14 +21,23 @@ import torch
 if not torch.cuda.is_available():  # the Triton kernels run under Triton's interpreter on CPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on the two cores: one torch thread each, and for every
+    # process a test starts (the CLI's runs, the ranks), or two threads each would thrash
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 from solver.io.models import LoadedModel, load_model, tiny_random_model
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test that uses the real default model as ``slow``."""
+    """Mark every test that uses the real default model as ``slow``, and run the slow tests
+    first: with two workers (``make test``) the longest ones then overlap the many short ones
+    instead of ending the run alone."""
     for item in items:
         if "default_model" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: slow first
 
 
 @pytest.fixture(scope="session")
