@@ -63,6 +63,8 @@ bench-second-model: setup
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/residual-channel-screen.jsonl $(BENCH)
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/residual-channel-seeds.jsonl $(BENCH)
 	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/channel-fold-screen.jsonl $(BENCH)
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-jargon-calib-screen.jsonl $(BENCH)
+	$(VENV)/bin/python benchmarks/run_queue.py benchmarks/queues/qwen-token-clip-screen.jsonl $(BENCH)
 
 bench-quick: setup
 	$(VENV)/bin/python benchmarks/methods.py --quick --threads 1 --out results/methods-quick.md
